@@ -1,0 +1,119 @@
+/// Owned, 64-byte aligned bytes behind a tensor. A class so that reshapes can
+/// share it and the runtime can recycle a buffer once nothing else holds it.
+public final class TensorStorage: @unchecked Sendable {
+    public let bytes: UnsafeMutableRawPointer
+    public let byteCount: Int
+
+    public init(byteCount: Int) {
+        self.byteCount = byteCount
+        // Never allocate zero bytes: a valid pointer keeps empty tensors simple.
+        bytes = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+    }
+
+    deinit { bytes.deallocate() }
+}
+
+/// A dense, contiguous, row-major tensor.
+public struct Tensor: @unchecked Sendable {
+    public let dtype: DType
+    public let shape: [Int]
+    public let storage: TensorStorage
+
+    /// Number of elements.
+    public var count: Int { shape.reduce(1, *) }
+    public var rank: Int { shape.count }
+    public var byteCount: Int { count * dtype.size }
+
+    /// A new tensor; its contents are uninitialised unless `zeroed`.
+    public init(dtype: DType, shape: [Int], zeroed: Bool = false) {
+        self.dtype = dtype
+        self.shape = shape
+        let bytes = shape.reduce(1, *) * dtype.size
+        storage = TensorStorage(byteCount: bytes)
+        if zeroed { storage.bytes.initializeMemory(as: UInt8.self, repeating: 0, count: bytes) }
+    }
+
+    /// A tensor over existing storage (which must hold at least the shape's bytes).
+    public init(dtype: DType, shape: [Int], storage: TensorStorage) {
+        precondition(shape.reduce(1, *) * dtype.size <= storage.byteCount, "storage smaller than shape")
+        self.dtype = dtype
+        self.shape = shape
+        self.storage = storage
+    }
+
+    /// Same bytes seen with another shape of the same element count (no copy).
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "reshape changes element count")
+        return Tensor(dtype: dtype, shape: newShape, storage: storage)
+    }
+
+    public var rawPointer: UnsafeMutableRawPointer { storage.bytes }
+
+    /// Typed pointer to the elements. `T` must match `dtype` in size.
+    public func pointer<T>(as: T.Type) -> UnsafeMutablePointer<T> {
+        precondition(MemoryLayout<T>.stride == dtype.size, "element type does not match \(dtype)")
+        return storage.bytes.assumingMemoryBound(to: T.self)
+    }
+
+    public func buffer<T>(as type: T.Type) -> UnsafeMutableBufferPointer<T> {
+        UnsafeMutableBufferPointer(start: pointer(as: type), count: count)
+    }
+
+    /// A deep copy.
+    public func copy() -> Tensor {
+        let t = Tensor(dtype: dtype, shape: shape)
+        t.storage.bytes.copyMemory(from: storage.bytes, byteCount: byteCount)
+        return t
+    }
+}
+
+extension Tensor {
+    public init(_ values: [Float], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *))
+        self.init(dtype: .float32, shape: shape)
+        values.withUnsafeBufferPointer { pointer(as: Float.self).update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    public init(_ values: [Int64], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *))
+        self.init(dtype: .int64, shape: shape)
+        values.withUnsafeBufferPointer { pointer(as: Int64.self).update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    public init(_ values: [Int32], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *))
+        self.init(dtype: .int32, shape: shape)
+        values.withUnsafeBufferPointer { pointer(as: Int32.self).update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    public init(_ values: [Bool], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *))
+        self.init(dtype: .bool, shape: shape)
+        let p = pointer(as: Bool.self)
+        for (i, v) in values.enumerated() { p[i] = v }
+    }
+
+    public var floats: [Float] { Array(buffer(as: Float.self)) }
+    public var int64s: [Int64] { Array(buffer(as: Int64.self)) }
+
+    /// The elements of an integer tensor as `Int`, whatever its integer dtype
+    /// (shape-like inputs: Reshape shapes, Slice starts, axes). Nil for other dtypes.
+    public var integers: [Int]? {
+        switch dtype {
+        case .int64: return buffer(as: Int64.self).map { Int($0) }
+        case .int32: return buffer(as: Int32.self).map { Int($0) }
+        case .int16: return buffer(as: Int16.self).map { Int($0) }
+        case .int8: return buffer(as: Int8.self).map { Int($0) }
+        case .uint8: return buffer(as: UInt8.self).map { Int($0) }
+        case .uint16: return buffer(as: UInt16.self).map { Int($0) }
+        case .uint32: return buffer(as: UInt32.self).map { Int($0) }
+        case .uint64: return buffer(as: UInt64.self).map { Int(truncatingIfNeeded: $0) }
+        case .bool, .float32, .float64, .float16, .bfloat16: return nil
+        }
+    }
+
+    /// Shape written like `[2, 7, 384]`.
+    public static func describe(_ shape: [Int]) -> String {
+        "[" + shape.map(String.init).joined(separator: ", ") + "]"
+    }
+}

@@ -1,0 +1,283 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CProtobuf
+import CZstd
+import Dispatch
+import Foundation
+import SPPCore
+import SPPGraph
+
+/// Reads `.spp` files. Opening reads and checks only the preamble and header;
+/// each tensor is then fetched on demand with one positioned read of its frame,
+/// so a loader that needs some tensors (a pruned model) reads only those.
+///
+/// The file is treated as untrusted: every count, offset, length, dtype and
+/// shape is checked against the file size and `FormatLimits` before use, and
+/// every problem is a `FormatError`. A reader is immutable once open and its
+/// methods may be called from several threads at once.
+public final class SPPReader: Sendable {
+    public let path: String
+    /// The format version in the file (one of `SPPFormat.readableVersions`).
+    public let formatVersion: UInt32
+    public let fileSize: Int
+    public let limits: FormatLimits
+    /// The graph's nodes, inputs and outputs; `initializers` is empty (see
+    /// `tensorEntries`, `tensor(named:)` and `loadModel()`).
+    public let graphStructure: Graph
+    public let provenance: Provenance
+    /// The tensor table in file order.
+    public let tensorEntries: [TensorEntryInfo]
+    /// Absolute offset of the data section.
+    public let dataOffset: Int
+
+    private let fd: Int32
+    private let index: [String: Int]
+
+    /// Opens `path` and reads its header.
+    ///
+    /// - Throws: `FormatError` (not an spp file, unsupported version,
+    ///   truncated, checksum mismatch, limits exceeded, unknown op or dtype...).
+    public init(path: String, limits: FormatLimits = .init()) throws {
+        self.path = path
+        self.limits = limits
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FormatError.readFailed(path: path, reason: FileIO.lastError) }
+        do {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw FormatError.readFailed(path: path, reason: FileIO.lastError) }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError.readFailed(path: path, reason: "not a regular file") }
+            let fileSize = Int(st.st_size)
+            let (version, header) = try Self.readHeader(fd: fd, path: path, fileSize: fileSize, limits: limits)
+            self.fd = fd
+            self.fileSize = fileSize
+            formatVersion = version
+            graphStructure = header.graph
+            provenance = header.provenance
+            dataOffset = header.dataOffset
+            tensorEntries = header.entries
+            index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// The table row of tensor `name`, if the file has it.
+    public func entry(named name: String) -> TensorEntryInfo? {
+        index[name].map { tensorEntries[$0] }
+    }
+
+    /// Reads, checks and decodes one tensor.
+    ///
+    /// - Throws: `FormatError.noSuchTensor`, or the frame's problem
+    ///   (truncated, checksum mismatch, decompression failed, size mismatch).
+    public func tensor(named name: String) throws -> Tensor {
+        guard let e = entry(named: name) else { throw FormatError.noSuchTensor(path: path, name: name) }
+        return try tensor(e)
+    }
+
+    /// Reads, checks and decodes the tensor of a table row from this reader.
+    public func tensor(_ e: TensorEntryInfo) throws -> Tensor {
+        let tensor = Tensor(dtype: e.dtype, shape: e.shape)
+        switch e.codec {
+        case .none:
+            try readFrame(e, into: tensor.rawPointer)
+            try verify(e, UnsafeRawBufferPointer(start: tensor.rawPointer, count: e.compressedSize))
+        case .zstd:
+            let frame = UnsafeMutableRawPointer.allocate(byteCount: max(e.compressedSize, 1), alignment: 64)
+            defer { frame.deallocate() }
+            try readFrame(e, into: frame)
+            let src = UnsafeRawBufferPointer(start: frame, count: e.compressedSize)
+            try verify(e, src)
+            try decompress(e, src, into: tensor.rawPointer)
+        }
+        if e.dtype == .bool, let bad = firstInvalidBool(tensor) {
+            throw FormatError.invalidTensorData(path: path, tensor: e.name, reason: "bool element \(bad) is neither 0 nor 1")
+        }
+        return tensor
+    }
+
+    /// Reads everything: the graph with all its initializers, and the provenance.
+    /// Tensors are decoded on two threads.
+    public func loadModel() throws -> SPPModel {
+        let entries = tensorEntries
+        var results = [Result<Tensor, Error>?](repeating: nil, count: entries.count)
+        let lock = NSLock()
+        var next = 0
+        var failed = false
+        results.withUnsafeMutableBufferPointer { out in
+            DispatchQueue.concurrentPerform(iterations: min(2, entries.count)) { _ in
+                while true {
+                    lock.lock()
+                    let i = next
+                    next += 1
+                    let stop = failed
+                    lock.unlock()
+                    if stop || i >= entries.count { return }
+                    do {
+                        out[i] = .success(try tensor(entries[i]))
+                    } catch {
+                        out[i] = .failure(error)
+                        lock.lock()
+                        failed = true
+                        lock.unlock()
+                    }
+                }
+            }
+        }
+        var graph = graphStructure
+        graph.initializers.reserveCapacity(entries.count)
+        // The first failure in file order, so the error does not depend on thread timing.
+        for (i, r) in results.enumerated() {
+            switch r {
+            case let .success(t)?: graph.initializers[entries[i].name] = t
+            case let .failure(error)?: throw error
+            case nil: continue
+            }
+        }
+        return SPPModel(graph: graph, provenance: provenance)
+    }
+
+    // MARK: frames
+
+    private func readFrame(_ e: TensorEntryInfo, into dst: UnsafeMutableRawPointer) throws {
+        let n = try FileIO.pread(fd, dst, count: e.compressedSize, at: e.fileOffset, path: path)
+        guard n == e.compressedSize else {
+            // The file shrank after it was opened.
+            throw FormatError.truncated(path: path, section: "tensor '\(e.name)'", offset: e.fileOffset,
+                                        expected: e.compressedSize, available: n)
+        }
+    }
+
+    private func verify(_ e: TensorEntryInfo, _ frame: UnsafeRawBufferPointer) throws {
+        let h = XXHash64.hash(frame)
+        guard h == e.checksum else {
+            throw FormatError.tensorChecksumMismatch(path: path, tensor: e.name, stored: e.checksum, computed: h)
+        }
+    }
+
+    private func decompress(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawPointer) throws {
+        // ZSTD_CONTENTSIZE_UNKNOWN and ZSTD_CONTENTSIZE_ERROR (macros Swift does not import).
+        let unknown = UInt64.max, invalid = UInt64.max - 1
+        let declared = ZSTD_getFrameContentSize(src.baseAddress, src.count)
+        if declared == invalid {
+            throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: "not a zstd frame")
+        }
+        if declared != unknown, declared != UInt64(e.rawSize) {
+            throw FormatError.decompressedSizeMismatch(path: path, tensor: e.name, expected: e.rawSize,
+                                                       actual: Int(clamping: declared))
+        }
+        let r = ZSTD_decompress(dst, e.rawSize, src.baseAddress, src.count)
+        if ZSTD_isError(r) != 0 {
+            throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: String(cString: ZSTD_getErrorName(r)))
+        }
+        guard r == e.rawSize else {
+            throw FormatError.decompressedSizeMismatch(path: path, tensor: e.name, expected: e.rawSize, actual: r)
+        }
+    }
+
+    // MARK: header
+
+    private struct Header {
+        var graph: Graph
+        var provenance: Provenance
+        var entries: [TensorEntryInfo]
+        var dataOffset: Int
+    }
+
+    /// Reads and checks the preamble and the header, then checks that the data
+    /// section the header describes is all there.
+    private static func readHeader(fd: Int32, path: String, fileSize: Int, limits: FormatLimits) throws -> (UInt32, Header) {
+        let pre = SPPFormat.preambleSize
+        var preamble = [UInt8](repeating: 0, count: pre)
+        let got = try preamble.withUnsafeMutableBytes { try FileIO.pread(fd, $0.baseAddress!, count: pre, at: 0, path: path) }
+        let magic = SPPFormat.magic
+        guard got >= magic.count else {
+            // A file shorter than the magic that starts like it was cut short; anything else is not ours.
+            if Array(preamble[0..<got]) == Array(magic[0..<got]) {
+                throw FormatError.truncated(path: path, section: "magic", offset: 0, expected: magic.count, available: got)
+            }
+            throw FormatError.notSPPFile(path: path)
+        }
+        guard Array(preamble[0..<magic.count]) == magic else { throw FormatError.notSPPFile(path: path) }
+        guard got == pre else {
+            throw FormatError.truncated(path: path, section: "preamble", offset: 0, expected: pre, available: got)
+        }
+        let version = UInt32(preamble, at: 8)
+        guard SPPFormat.readableVersions.contains(version) else {
+            throw FormatError.unsupportedVersion(path: path, found: version, readable: SPPFormat.readableVersions)
+        }
+        let flags = UInt32(preamble, at: 12)
+        guard flags & ~SPPFormat.knownFlags == 0 else { throw FormatError.unsupportedFlags(path: path, flags: flags) }
+        let headerLength64 = UInt64(preamble, at: 16)
+        guard headerLength64 <= UInt64(limits.maxHeaderBytes) else {
+            throw FormatError.limitExceeded(path: path, limit: "maxHeaderBytes", value: headerLength64, maximum: limits.maxHeaderBytes)
+        }
+        let headerLength = Int(headerLength64)
+        let available = fileSize - pre
+        guard available >= headerLength + SPPFormat.checksumSize else {
+            throw FormatError.truncated(path: path, section: "header", offset: pre,
+                                        expected: headerLength + SPPFormat.checksumSize, available: max(0, available))
+        }
+
+        // Header and its checksum in one read; checksum over preamble + header.
+        var bytes = [UInt8](repeating: 0, count: headerLength + SPPFormat.checksumSize)
+        let n = try bytes.withUnsafeMutableBytes {
+            try FileIO.pread(fd, $0.baseAddress!, count: $0.count, at: pre, path: path)
+        }
+        guard n == bytes.count else {
+            throw FormatError.truncated(path: path, section: "header", offset: pre, expected: bytes.count, available: n)
+        }
+        let stored = UInt64(bytes, at: headerLength)
+        var hasher = XXHash64()
+        hasher.update(preamble)
+        bytes.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<headerLength])) }
+        let computed = hasher.finalize()
+        guard stored == computed else {
+            throw FormatError.headerChecksumMismatch(path: path, stored: stored, computed: computed)
+        }
+
+        guard let model = bytes.withUnsafeBytes({ buf in
+            spp__model__unpack(nil, headerLength, buf.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }) else {
+            throw FormatError.headerUndecodable(path: path, length: headerLength)
+        }
+        defer { spp__model__free_unpacked(model, nil) }
+        let decoded = try HeaderDecoder(path: path, limits: limits, formatVersion: version).decode(model)
+
+        // The data section must be all there; name the first frame that is cut.
+        let dataOffset = SPPFormat.aligned(pre + headerLength + SPPFormat.checksumSize)!
+        let (end, overflow) = dataOffset.addingReportingOverflow(decoded.dataSize)
+        if overflow || end > fileSize {
+            let cut = decoded.entries
+                .sorted { $0.fileOffset < $1.fileOffset }
+                .first { $0.fileOffset + $0.compressedSize > fileSize - dataOffset }
+            if let e = cut {
+                let at = dataOffset + e.fileOffset
+                throw FormatError.truncated(path: path, section: "tensor '\(e.name)'", offset: at,
+                                            expected: e.compressedSize, available: max(0, fileSize - at))
+            }
+            throw FormatError.truncated(path: path, section: "data section", offset: min(dataOffset, fileSize),
+                                        expected: overflow ? Int.max : end - min(dataOffset, fileSize),
+                                        available: max(0, fileSize - dataOffset))
+        }
+        let entries = decoded.entries.map {
+            TensorEntryInfo(name: $0.name, dtype: $0.dtype, shape: $0.shape, codec: $0.codec,
+                            fileOffset: dataOffset + $0.fileOffset, compressedSize: $0.compressedSize,
+                            rawSize: $0.rawSize, checksum: $0.checksum)
+        }
+        return (version, Header(graph: decoded.graph, provenance: decoded.provenance, entries: entries, dataOffset: dataOffset))
+    }
+}
+
+extension FixedWidthInteger {
+    /// A little-endian integer from `bytes` at `offset` (which the caller has bounds-checked).
+    init(_ bytes: [UInt8], at offset: Int) {
+        self = bytes.withUnsafeBytes { Self(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: Self.self)) }
+    }
+}

@@ -1,0 +1,130 @@
+import SPPCore
+import SPPGraph
+import SPPKernels
+
+/// Options fixed when a program is prepared.
+public struct RuntimeOptions: Sendable {
+    /// Threads for the kernels (BLAS included). 0 means one per core.
+    public var threads: Int
+    public init(threads: Int = 0) { self.threads = threads }
+}
+
+/// An executable form of a graph: kernels chosen and attributes checked once,
+/// values in numbered slots, and a release plan so intermediate buffers are
+/// freed right after their last reader.
+public final class Program: @unchecked Sendable {
+    public let graph: Graph
+    public let options: RuntimeOptions
+
+    typealias KernelFunction = ([Tensor?]) throws -> [Tensor]
+
+    struct Step {
+        let node: Node
+        let kernel: KernelFunction
+        let inputSlots: [Int?]
+        let outputSlots: [Int]
+        /// Slots whose last reader is this step.
+        let releases: [Int]
+    }
+
+    let steps: [Step]
+    let slotCount: Int
+    let inputSlots: [(info: ValueInfo, slot: Int)]
+    let outputSlots: [(name: String, slot: Int)]
+    let constants: [(slot: Int, tensor: Tensor)]
+
+    public init(graph: Graph, options: RuntimeOptions = .init()) throws {
+        try graph.verify()
+        self.graph = graph
+        self.options = options
+        var slots: [String: Int] = [:]
+        func slot(_ name: String) -> Int {
+            if let s = slots[name] { return s }
+            slots[name] = slots.count
+            return slots.count - 1
+        }
+        constants = graph.initializers.sorted { $0.key < $1.key }.map { (slot($0.key), $0.value) }
+        inputSlots = graph.inputs.map { ($0, slot($0.name)) }
+        var lastUse: [Int: Int] = [:]
+        var pending: [(Node, KernelFunction, [Int?], [Int])] = []
+        for (i, node) in graph.nodes.enumerated() {
+            let kernel = try Program.makeKernel(node)
+            let ins = node.inputs.map { $0.isEmpty ? nil : slot($0) }
+            for s in ins.compactMap({ $0 }) { lastUse[s] = i }
+            pending.append((node, kernel, ins, node.outputs.map(slot)))
+        }
+        outputSlots = graph.outputs.map { ($0.name, slot($0.name)) }
+        // Constants, graph inputs and outputs are never released.
+        let pinned = Set(constants.map(\.slot) + inputSlots.map(\.slot) + outputSlots.map(\.slot))
+        var releasesAt: [Int: [Int]] = [:]
+        for (s, i) in lastUse where !pinned.contains(s) { releasesAt[i, default: []].append(s) }
+        steps = pending.enumerated().map { i, p in
+            Step(node: p.0, kernel: p.1, inputSlots: p.2, outputSlots: p.3, releases: releasesAt[i] ?? [])
+        }
+        slotCount = slots.count
+    }
+
+    /// Runs the program on named inputs and returns the graph outputs by name.
+    public func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+        try validate(inputs)
+        Linear.setThreads(options.threads > 0 ? options.threads : ProcessInfoCores.count)
+        var values = [Tensor?](repeating: nil, count: slotCount)
+        for (s, t) in constants { values[s] = t }
+        for (info, s) in inputSlots { values[s] = inputs[info.name] }
+        for step in steps {
+            let args = step.inputSlots.map { $0.flatMap { values[$0] } }
+            let results: [Tensor]
+            do {
+                results = try step.kernel(args)
+            } catch let KernelError.unsupportedDType(dtype, reason) {
+                throw RuntimeError.unsupportedDType(node: step.node.name, op: step.node.op.rawValue, dtype: dtype, reason: reason)
+            } catch let e as KernelError {
+                throw RuntimeError.nodeFailed(node: step.node.name, op: step.node.op.rawValue, reason: e.description)
+            } catch let e as GraphError {
+                throw RuntimeError.nodeFailed(node: step.node.name, op: step.node.op.rawValue, reason: e.description)
+            }
+            for (k, s) in step.outputSlots.enumerated() where k < results.count { values[s] = results[k] }
+            for s in step.releases { values[s] = nil }
+        }
+        var out: [String: Tensor] = [:]
+        for (name, s) in outputSlots { out[name] = values[s] }
+        return out
+    }
+
+    /// Checks names, dtypes and fixed dims; a symbolic dim must have one size across all inputs.
+    func validate(_ inputs: [String: Tensor]) throws {
+        let names = graph.inputs.map(\.name)
+        for name in inputs.keys where !names.contains(name) {
+            throw RuntimeError.unknownInput(name: name, expected: names)
+        }
+        var symbols: [String: (Int, String)] = [:]
+        for info in graph.inputs {
+            guard let t = inputs[info.name] else { throw RuntimeError.missingInput(name: info.name) }
+            if let dtype = info.dtype, dtype != t.dtype {
+                throw RuntimeError.wrongInputType(name: info.name, expected: dtype, actual: t.dtype)
+            }
+            guard let shape = info.shape else { continue }
+            guard shape.count == t.rank else {
+                throw RuntimeError.wrongInputRank(name: info.name, expected: shape.count, actual: t.rank)
+            }
+            for (i, d) in shape.enumerated() {
+                switch d {
+                case let .fixed(n) where n != t.shape[i]:
+                    throw RuntimeError.wrongInputDim(name: info.name, dim: i, expected: String(n), actual: t.shape[i])
+                case let .symbol(s):
+                    if let (n, other) = symbols[s], n != t.shape[i] {
+                        throw RuntimeError.wrongInputDim(name: info.name, dim: i, expected: "\(s) = \(n) (as in input '\(other)')", actual: t.shape[i])
+                    }
+                    symbols[s] = (t.shape[i], info.name)
+                default: break
+                }
+            }
+        }
+    }
+}
+
+import Foundation
+
+enum ProcessInfoCores {
+    static let count = ProcessInfo.processInfo.activeProcessorCount
+}

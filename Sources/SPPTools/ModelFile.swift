@@ -1,0 +1,41 @@
+import Foundation
+import SPPCore
+import SPPFormat
+import SPPGraph
+import SPPONNX
+import SPPRuntime
+
+/// A model file given on the command line: ONNX or native, told apart by content.
+public enum ModelFile {
+    case onnx(ONNXModel)
+    case spp(SPPReader)
+
+    /// Opens `path`. A `.spp` is recognised by its magic; anything else is read as ONNX.
+    public static func open(_ path: String) throws -> ModelFile {
+        if isSPP(path) { return .spp(try SPPReader(path: path)) }
+        return .onnx(try ONNXImporter.load(path: path))
+    }
+
+    static func isSPP(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        let head = (try? handle.read(upToCount: SPPFormat.magic.count)) ?? Data()
+        return [UInt8](head) == SPPFormat.magic
+    }
+
+    /// The whole graph with its weights (for a `.spp`, every tensor is read).
+    public func loadGraph() throws -> Graph {
+        switch self {
+        case let .onnx(m): return m.graph
+        case let .spp(reader): return try reader.loadModel().graph
+        }
+    }
+
+    /// A runnable model.
+    public func makeModel(options: RuntimeOptions) throws -> Model {
+        switch self {
+        case let .onnx(m): return try Model(graph: m.graph, options: options)
+        case let .spp(reader): return try Model(graph: try reader.loadModel().graph, provenance: reader.provenance, options: options)
+        }
+    }
+}

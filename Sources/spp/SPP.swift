@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import SPPCore
+import SPPFormat
+import SPPGraph
+import SPPTools
+
+@main
+struct SPP: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spp",
+        abstract: "Convert transformer models from ONNX to the native .spp format and inspect them.",
+        version: ToolVersion.current,
+        subcommands: [Convert.self, Inspect.self])
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Import an ONNX model and write a .spp file.")
+
+    @Argument(help: "The ONNX model to convert.") var input: String
+    @Option(name: .shortAndLong, help: "Where to write the .spp file.") var output: String
+    @Option(help: "Pruning method: \(Converter.Method.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var method: String = "none"
+    @Option(name: .customLong("disable-pass"), help: "Skip a graph pass by name (repeatable).") var disabledPasses: [String] = []
+    @Option(help: "zstd compression level.") var compressionLevel: Int = 3
+
+    func run() throws {
+        guard let m = Converter.Method(rawValue: method) else {
+            throw ValidationError("unknown method '\(method)'; available: \(Converter.Method.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var options = Converter.Options()
+        options.method = m
+        options.disabledPasses = Set(disabledPasses)
+        options.compressionLevel = compressionLevel
+        let summary = CommandLineErrors.report { try Converter(options: options).convert(input: input, output: output, progress: { Report.stderr("… " + $0) }) }
+        print("converted \(input) → \(output)")
+        print("  source: \(summary.producer.isEmpty ? "unknown producer" : summary.producer), opset \(summary.opsetVersion), \(Report.bytes(summary.sourceBytes))")
+        print("  nodes: \(summary.nodesBefore) → \(summary.nodesAfter); parameters: \(Report.count(summary.parameters))")
+        print("  ops: \(Report.histogram(summary.opHistogram))")
+        for p in summary.passes { print(String(format: "  pass %@: %d changes (%.2f s)", p.name, p.changes, p.seconds)) }
+        print("  size: \(Report.bytes(summary.sourceBytes)) → \(Report.bytes(summary.outputBytes))")
+        print("  time: " + summary.stages.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: ", "))
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Describe a .spp or .onnx model: inputs, outputs, ops, parameters, file layout.")
+
+    @Argument(help: "A .spp or .onnx file.") var model: String
+
+    func run() throws {
+        let file = CommandLineErrors.report { try ModelFile.open(model) }
+        switch file {
+        case let .onnx(m):
+            print("\(model): ONNX, ir \(m.irVersion), opset \(m.opsetVersion), producer \(m.producerName) \(m.producerVersion)")
+            describe(m.graph, parameters: m.graph.parameterCount)
+        case let .spp(reader):
+            let g = reader.graphStructure
+            let params = reader.tensorEntries.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+            print("\(model): spp format \(reader.formatVersion), \(Report.bytes(reader.fileSize))")
+            let p = reader.provenance
+            print("  made by \(p.toolName) \(p.toolVersion) from \(p.sourceFile) (\(Report.bytes(p.sourceSize)), xxh64 \(String(p.sourceHash, radix: 16))), \(p.sourceProducer)")
+            if !p.passes.isEmpty { print("  passes: " + p.passes.map { "\($0.name) (\($0.changes))" }.joined(separator: ", ")) }
+            describe(g, parameters: params)
+            let compressed = reader.tensorEntries.reduce(0) { $0 + $1.compressedSize }
+            let raw = reader.tensorEntries.reduce(0) { $0 + $1.rawSize }
+            print("layout: header \(Report.bytes(reader.dataOffset)), \(reader.tensorEntries.count) tensor frames, \(Report.bytes(compressed)) stored for \(Report.bytes(raw)) of data")
+            for e in reader.tensorEntries.sorted(by: { $0.rawSize > $1.rawSize }).prefix(5) {
+                print("  \(e.name): \(e.dtype) \(Tensor.describe(e.shape)), \(Report.bytes(e.compressedSize)) at \(e.fileOffset)")
+            }
+            if reader.tensorEntries.count > 5 { print("  … and \(reader.tensorEntries.count - 5) more") }
+        }
+    }
+
+    func describe(_ g: Graph, parameters: Int) {
+        print("inputs:"); Report.io(g.inputs).forEach { print($0) }
+        print("outputs:"); Report.io(g.outputs).forEach { print($0) }
+        print("nodes: \(g.nodes.count); parameters: \(Report.count(parameters))")
+        print("ops: \(Report.histogram(g.opHistogram))")
+    }
+}
