@@ -41,7 +41,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "SPPTests",
-                    dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "SPPRuntime", "SPPONNX", "SPPPasses", "SPPTools"],
+                    dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "SPPRuntime", "SPPONNX", "SPPPasses", "SPPTools", "spp", "spp-run"],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

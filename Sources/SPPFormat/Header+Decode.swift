@@ -162,7 +162,8 @@ struct HeaderDecoder {
         case SPP__ATTRIBUTE__KIND__STRING: return .string(text(p.s))
         case SPP__ATTRIBUTE__KIND__INTS: return .ints(int64s(p.ints, p.n_ints).map { Int($0) })
         case SPP__ATTRIBUTE__KIND__FLOATS:
-            return .floats(p.n_floats == 0 ? [] : Array(UnsafeBufferPointer(start: p.floats, count: p.n_floats)))
+            guard let floats = p.floats, p.n_floats > 0 else { return .floats([]) }
+            return .floats(Array(UnsafeBufferPointer(start: floats, count: p.n_floats)))
         case SPP__ATTRIBUTE__KIND__STRINGS:
             return .strings(p.n_strings == 0 || p.strings == nil ? [] : (0..<p.n_strings).map { text(p.strings[$0]) })
         case SPP__ATTRIBUTE__KIND__TENSOR:

@@ -19,10 +19,13 @@ import SPPGraph
 /// every problem is a `FormatError`. A reader is immutable once open and its
 /// methods may be called from several threads at once.
 public final class SPPReader: Sendable {
+    /// The file this reader reads.
     public let path: String
     /// The format version in the file (one of `SPPFormat.readableVersions`).
     public let formatVersion: UInt32
+    /// Bytes in the file when it was opened.
     public let fileSize: Int
+    /// The bounds this reader checked the file against.
     public let limits: FormatLimits
     /// The graph's nodes, inputs and outputs; `initializers` is empty (see
     /// `tensorEntries`, `tensor(named:)` and `loadModel()`).
@@ -83,17 +86,21 @@ public final class SPPReader: Sendable {
 
     /// Reads, checks and decodes the tensor of a table row from this reader.
     public func tensor(_ e: TensorEntryInfo) throws -> Tensor {
-        let tensor = Tensor(dtype: e.dtype, shape: e.shape)
+        let tensor: Tensor
         switch e.codec {
         case .none:
+            tensor = Tensor(dtype: e.dtype, shape: e.shape)
             try readFrame(e, into: tensor.rawPointer)
             try verify(e, UnsafeRawBufferPointer(start: tensor.rawPointer, count: e.compressedSize))
         case .zstd:
+            // The frame is read and checked before the (possibly large) tensor is allocated.
             let frame = UnsafeMutableRawPointer.allocate(byteCount: max(e.compressedSize, 1), alignment: 64)
             defer { frame.deallocate() }
             try readFrame(e, into: frame)
             let src = UnsafeRawBufferPointer(start: frame, count: e.compressedSize)
             try verify(e, src)
+            try checkDeclaredSize(e, src)
+            tensor = Tensor(dtype: e.dtype, shape: e.shape)
             try decompress(e, src, into: tensor.rawPointer)
         }
         if e.dtype == .bool, let bad = firstInvalidBool(tensor) {
@@ -161,7 +168,8 @@ public final class SPPReader: Sendable {
         }
     }
 
-    private func decompress(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawPointer) throws {
+    /// The content size a zstd frame declares must be the entry's raw size.
+    private func checkDeclaredSize(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer) throws {
         // ZSTD_CONTENTSIZE_UNKNOWN and ZSTD_CONTENTSIZE_ERROR (macros Swift does not import).
         let unknown = UInt64.max, invalid = UInt64.max - 1
         let declared = ZSTD_getFrameContentSize(src.baseAddress, src.count)
@@ -172,6 +180,9 @@ public final class SPPReader: Sendable {
             throw FormatError.decompressedSizeMismatch(path: path, tensor: e.name, expected: e.rawSize,
                                                        actual: Int(clamping: declared))
         }
+    }
+
+    private func decompress(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawPointer) throws {
         let r = ZSTD_decompress(dst, e.rawSize, src.baseAddress, src.count)
         if ZSTD_isError(r) != 0 {
             throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: String(cString: ZSTD_getErrorName(r)))
@@ -215,12 +226,12 @@ public final class SPPReader: Sendable {
         let flags = UInt32(preamble, at: 12)
         guard flags & ~SPPFormat.knownFlags == 0 else { throw FormatError.unsupportedFlags(path: path, flags: flags) }
         let headerLength64 = UInt64(preamble, at: 16)
-        guard headerLength64 <= UInt64(limits.maxHeaderBytes) else {
+        guard headerLength64 <= UInt64(clamping: limits.maxHeaderBytes) else {
             throw FormatError.limitExceeded(path: path, limit: "maxHeaderBytes", value: headerLength64, maximum: limits.maxHeaderBytes)
         }
         let headerLength = Int(headerLength64)
         let available = fileSize - pre
-        guard available >= headerLength + SPPFormat.checksumSize else {
+        guard available >= SPPFormat.checksumSize, headerLength <= available - SPPFormat.checksumSize else {
             throw FormatError.truncated(path: path, section: "header", offset: pre,
                                         expected: headerLength + SPPFormat.checksumSize, available: max(0, available))
         }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// XXH64, the 64-bit xxHash, written from the public algorithm description
 /// (github.com/Cyan4973/xxHash, doc/xxhash_spec.md). It checksums the `.spp`
 /// header and every data frame, and fingerprints the source model.
@@ -94,6 +100,28 @@ public struct XXHash64: Sendable {
 
     public mutating func update(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { update($0) }
+    }
+
+    /// Size and hash (seed 0) of a whole file, read in 4 MiB pieces; for the
+    /// provenance of a converted model.
+    ///
+    /// - Throws: `FormatError.readFailed`.
+    public static func hashFile(at path: String) throws -> (size: Int, hash: UInt64) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FormatError.readFailed(path: path, reason: FileIO.lastError) }
+        defer { close(fd) }
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64)
+        defer { buffer.deallocate() }
+        var hasher = XXHash64()
+        var offset = 0
+        while true {
+            let n = try FileIO.pread(fd, buffer, count: chunk, at: offset, path: path)
+            hasher.update(UnsafeRawBufferPointer(start: buffer, count: n))
+            offset += n
+            if n < chunk { break }
+        }
+        return (offset, hasher.finalize())
     }
 
     /// The hash of everything fed so far (the hasher can keep being updated).

@@ -22,24 +22,34 @@ import SPPGraph
 // attribute; Softmax/LogSoftmax `axis` with default -1 and `coerce_2d` with
 // default 0 (opset ≥ 13 files keep their attributes as written).
 //
+// | unary ops, Clip, Max, Min    | < 6   | `consumed_inputs` attribute           | removed (an in-place hint without meaning)     |
+//
 // An operator newer than the file's opset (Gelu before 20, LayerNormalization
-// before 17, …) does not exist there and is rejected as unsupported. All other
-// version changes of the operators in `OpType` between opset 7 and 28 only add
-// types, negative axes, or optional inputs and attributes whose defaults keep
-// the older behaviour, so those nodes are kept as written.
+// before 17, …) does not exist there and is rejected as unsupported, and so
+// are the few forms older than opset 7 that are not rewritten (see
+// `oldestReadableOpset`). All other version changes of the operators in
+// `OpType` up to opset 28 only add types, negative axes, or optional inputs
+// and attributes whose defaults keep the older behaviour, so those nodes are
+// kept as written.
 
 extension ImportSession {
-    /// The default-domain opset in which `op` first appeared, or nil for ops
-    /// that passes create and ONNX files may not contain (fused ops).
-    static func introducedIn(_ op: OpType) -> Int? {
+    /// The oldest default-domain opset whose form of `op` the importer reads:
+    /// when the op appeared, or later where an older form is neither the
+    /// newest one nor rewritten here (binary ops and Gemm with a `broadcast`
+    /// attribute before 7, Reshape's `shape` attribute before 5, Cast's string
+    /// `to` and Tile's old inputs before 6, Concat without `axis` before 4).
+    /// Nil for ops that passes create and ONNX files may not contain (fused ops).
+    static func oldestReadableOpset(_ op: OpType) -> Int? {
         switch op {
-        case .add, .sub, .mul, .div, .pow, .max, .min, .equal, .less, .greater, .and, .or, .xor,
-             .abs, .neg, .sqrt, .reciprocal, .exp, .log, .tanh, .sigmoid, .relu, .floor, .ceil, .not,
-             .clip, .cast, .identity, .matMul, .gemm, .conv, .softmax, .logSoftmax,
+        case .abs, .neg, .sqrt, .reciprocal, .exp, .log, .tanh, .sigmoid, .relu, .floor, .ceil, .not,
+             .clip, .identity, .matMul, .conv, .softmax, .logSoftmax,
              .reduceMean, .reduceSum, .reduceMax, .reduceMin, .reduceProd,
-             .shape, .size, .reshape, .flatten, .squeeze, .unsqueeze, .transpose, .concat, .split, .slice,
-             .gather, .tile, .constant:
+             .shape, .size, .flatten, .squeeze, .unsqueeze, .transpose, .split, .slice, .gather, .constant:
             return 1
+        case .concat: return 4
+        case .reshape: return 5
+        case .cast, .tile, .max, .min: return 6
+        case .add, .sub, .mul, .div, .pow, .equal, .less, .greater, .and, .or, .xor, .gemm: return 7
         case .expand: return 8
         case .where, .erf, .sign, .isNaN, .constantOfShape: return 9
         case .mod: return 10
@@ -54,6 +64,8 @@ extension ImportSession {
 
     /// Rewrites `node` from the form of `opset` to the newest form (table above).
     func normalise(_ node: inout Node, opset: Int) throws {
+        // A hint for in-place execution in opset 1 (unary ops, Clip, Max, Min), without meaning since 6.
+        if opset < 6 { node.attributes["consumed_inputs"] = nil }
         switch node.op {
         case .squeeze where opset < 13, .reduceSum where opset < 13:
             try moveIntsToInput(&node, attribute: "axes", index: 1)

@@ -8,7 +8,7 @@ import SPPGraph
 final class ImportSession {
     let options: ONNXImporter.Options
     let baseDirectory: String?
-    /// External data files, mapped once each, by resolved path.
+    /// External data files, mapped once each, by path.
     var externalFiles: [String: Data] = [:]
 
     /// Constants of the graph being built, by value name.
@@ -136,7 +136,7 @@ final class ImportSession {
         guard domain.isEmpty else {
             throw ONNXImportError.unsupportedOp(opType: opType, node: name, domain: domain, opsetVersion: opsets[domain])
         }
-        guard let op = OpType(rawValue: opType), let since = Self.introducedIn(op), since <= opset else {
+        guard let op = OpType(rawValue: opType), let oldest = Self.oldestReadableOpset(op), oldest <= opset else {
             throw ONNXImportError.unsupportedOp(opType: opType, node: name, domain: domain, opsetVersion: opset)
         }
 

