@@ -59,6 +59,29 @@ public enum ShapeInference {
     /// initializers, and every node output, by value name. `shape == nil` when
     /// the rank cannot be inferred; `dtype == nil` when the type cannot.
     public static func infer(_ graph: Graph) throws -> [String: ValueInfo] {
+        try analyze(graph).infos
+    }
+
+    /// What inference found: every value's type and shape, and the values of
+    /// the small integer tensors it tracks (shape vectors), as dims.
+    public struct Analysis: Sendable {
+        public var infos: [String: ValueInfo]
+        /// Elements of tracked rank ≤ 1 tensors, row-major: `Shape(x)` of a
+        /// `[batch, seq, 384]` input is `[batch, seq, 384]`.
+        public var values: [String: [Dim]]
+    }
+
+    public static func analyze(_ graph: Graph) throws -> Analysis {
+        let state = try walk(graph)
+        var analysis = Analysis(infos: [:], values: [:])
+        for (name, f) in state.facts {
+            analysis.infos[name] = ValueInfo(name: name, dtype: f.dtype, shape: f.shape?.map(\.dim))
+            if let v = f.values { analysis.values[name] = v.map(\.dim) }
+        }
+        return analysis
+    }
+
+    private static func walk(_ graph: Graph) throws -> State {
         var state = State()
         for (name, tensor) in graph.initializers { state.facts[name] = Facts(constant: tensor) }
         // A graph input shadows an initializer of the same name (it may be fed at run time).
@@ -73,11 +96,7 @@ public enum ShapeInference {
                 state.facts[name] = i < results.count ? results[i] : Facts()
             }
         }
-        var infos: [String: ValueInfo] = [:]
-        for (name, f) in state.facts {
-            infos[name] = ValueInfo(name: name, dtype: f.dtype, shape: f.shape?.map(\.dim))
-        }
-        return infos
+        return state
     }
 
     /// The size of `dim` once its symbols are bound (`["batch": 2, "seq": 7]`),

@@ -18,10 +18,12 @@ public struct PassReport: Sendable {
 
 /// The passes a conversion runs, in order.
 public enum PassPipeline {
-    /// Order matters: Identity removal exposes constants to folding, folding
-    /// leaves dead shape subgraphs behind, and dead-node elimination removes them
-    /// together with initializers nothing reads any more.
-    public static let standard: [GraphPass] = [RemoveIdentity(), FoldConstants(), EliminateDeadNodes()]
+    /// Order matters: Identity removal exposes constants to folding; shape
+    /// values resolved by inference become constants that constant folding
+    /// then propagates; folding leaves dead shape subgraphs behind, and
+    /// dead-node elimination removes them together with initializers nothing
+    /// reads any more.
+    public static let standard: [GraphPass] = [RemoveIdentity(), FoldShapeValues(), FoldConstants(), EliminateDeadNodes()]
 
     /// Runs `passes` except those named in `disabled`; with `verify`, checks the
     /// graph after each pass (tests turn it on).
