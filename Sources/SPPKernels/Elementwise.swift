@@ -114,7 +114,7 @@ public enum Elementwise {
     private static func power(_ a: Tensor, _ b: Tensor) throws -> Tensor {
         let exps = try b.dtype.visit(ToDoubles(t: b), op: "Pow exponent")
         let expTensor = Tensor(dtype: .float64, shape: b.shape)
-        expTensor.buffer(as: Double.self).initialize(from: exps)
+        _ = expTensor.buffer(as: Double.self).initialize(from: exps)
         return try a.dtype.visit(PowMixed(a: a, e: expTensor), op: "Pow")
     }
 
