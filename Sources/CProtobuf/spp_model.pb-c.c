@@ -502,7 +502,187 @@ void   spp__pass_record__free_unpacked
   assert(message->base.descriptor == &spp__pass_record__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor spp__model__field_descriptors[5] =
+void   spp__pruning_path__init
+                     (Spp__PruningPath         *message)
+{
+  static const Spp__PruningPath init_value = SPP__PRUNING_PATH__INIT;
+  *message = init_value;
+}
+size_t spp__pruning_path__get_packed_size
+                     (const Spp__PruningPath *message)
+{
+  assert(message->base.descriptor == &spp__pruning_path__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t spp__pruning_path__pack
+                     (const Spp__PruningPath *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &spp__pruning_path__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t spp__pruning_path__pack_to_buffer
+                     (const Spp__PruningPath *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &spp__pruning_path__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Spp__PruningPath *
+       spp__pruning_path__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Spp__PruningPath *)
+     protobuf_c_message_unpack (&spp__pruning_path__descriptor,
+                                allocator, len, data);
+}
+void   spp__pruning_path__free_unpacked
+                     (Spp__PruningPath *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &spp__pruning_path__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   spp__prunable_pair__init
+                     (Spp__PrunablePair         *message)
+{
+  static const Spp__PrunablePair init_value = SPP__PRUNABLE_PAIR__INIT;
+  *message = init_value;
+}
+size_t spp__prunable_pair__get_packed_size
+                     (const Spp__PrunablePair *message)
+{
+  assert(message->base.descriptor == &spp__prunable_pair__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t spp__prunable_pair__pack
+                     (const Spp__PrunablePair *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &spp__prunable_pair__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t spp__prunable_pair__pack_to_buffer
+                     (const Spp__PrunablePair *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &spp__prunable_pair__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Spp__PrunablePair *
+       spp__prunable_pair__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Spp__PrunablePair *)
+     protobuf_c_message_unpack (&spp__prunable_pair__descriptor,
+                                allocator, len, data);
+}
+void   spp__prunable_pair__free_unpacked
+                     (Spp__PrunablePair *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &spp__prunable_pair__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   spp__unit_tensor__init
+                     (Spp__UnitTensor         *message)
+{
+  static const Spp__UnitTensor init_value = SPP__UNIT_TENSOR__INIT;
+  *message = init_value;
+}
+size_t spp__unit_tensor__get_packed_size
+                     (const Spp__UnitTensor *message)
+{
+  assert(message->base.descriptor == &spp__unit_tensor__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t spp__unit_tensor__pack
+                     (const Spp__UnitTensor *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &spp__unit_tensor__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t spp__unit_tensor__pack_to_buffer
+                     (const Spp__UnitTensor *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &spp__unit_tensor__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Spp__UnitTensor *
+       spp__unit_tensor__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Spp__UnitTensor *)
+     protobuf_c_message_unpack (&spp__unit_tensor__descriptor,
+                                allocator, len, data);
+}
+void   spp__unit_tensor__free_unpacked
+                     (Spp__UnitTensor *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &spp__unit_tensor__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   spp__cost_level__init
+                     (Spp__CostLevel         *message)
+{
+  static const Spp__CostLevel init_value = SPP__COST_LEVEL__INIT;
+  *message = init_value;
+}
+size_t spp__cost_level__get_packed_size
+                     (const Spp__CostLevel *message)
+{
+  assert(message->base.descriptor == &spp__cost_level__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t spp__cost_level__pack
+                     (const Spp__CostLevel *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &spp__cost_level__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t spp__cost_level__pack_to_buffer
+                     (const Spp__CostLevel *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &spp__cost_level__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Spp__CostLevel *
+       spp__cost_level__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Spp__CostLevel *)
+     protobuf_c_message_unpack (&spp__cost_level__descriptor,
+                                allocator, len, data);
+}
+void   spp__cost_level__free_unpacked
+                     (Spp__CostLevel *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &spp__cost_level__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor spp__model__field_descriptors[7] =
 {
   {
     "format_version",
@@ -564,18 +744,45 @@ static const ProtobufCFieldDescriptor spp__model__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "path",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Spp__Model, path),
+    &spp__pruning_path__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_table",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Spp__Model, n_cost_table),
+    offsetof(Spp__Model, cost_table),
+    &spp__cost_level__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned spp__model__field_indices_by_name[] = {
+  6,   /* field[6] = cost_table */
   3,   /* field[3] = data_size */
   0,   /* field[0] = format_version */
   1,   /* field[1] = graph */
+  5,   /* field[5] = path */
   4,   /* field[4] = provenance */
   2,   /* field[2] = tensors */
 };
-static const ProtobufCIntRange spp__model__number_ranges[1 + 1] =
+static const ProtobufCIntRange spp__model__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 7, 5 },
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor spp__model__descriptor =
 {
@@ -585,10 +792,10 @@ const ProtobufCMessageDescriptor spp__model__descriptor =
   "Spp__Model",
   "spp",
   sizeof(Spp__Model),
-  5,
+  7,
   spp__model__field_descriptors,
   spp__model__field_indices_by_name,
-  1,  spp__model__number_ranges,
+  2,  spp__model__number_ranges,
   (ProtobufCMessageInit) spp__model__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -1519,5 +1726,369 @@ const ProtobufCMessageDescriptor spp__pass_record__descriptor =
   spp__pass_record__field_indices_by_name,
   1,  spp__pass_record__number_ranges,
   (ProtobufCMessageInit) spp__pass_record__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor spp__pruning_path__field_descriptors[4] =
+{
+  {
+    "method",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Spp__PruningPath, method),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pairs",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Spp__PruningPath, n_pairs),
+    offsetof(Spp__PruningPath, pairs),
+    &spp__prunable_pair__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prunable_params",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Spp__PruningPath, prunable_params),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fixed_params",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Spp__PruningPath, fixed_params),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned spp__pruning_path__field_indices_by_name[] = {
+  3,   /* field[3] = fixed_params */
+  0,   /* field[0] = method */
+  1,   /* field[1] = pairs */
+  2,   /* field[2] = prunable_params */
+};
+static const ProtobufCIntRange spp__pruning_path__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor spp__pruning_path__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "spp.PruningPath",
+  "PruningPath",
+  "Spp__PruningPath",
+  "spp",
+  sizeof(Spp__PruningPath),
+  4,
+  spp__pruning_path__field_descriptors,
+  spp__pruning_path__field_indices_by_name,
+  1,  spp__pruning_path__number_ranges,
+  (ProtobufCMessageInit) spp__pruning_path__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue spp__prunable_pair__kind__enum_values_by_number[3] =
+{
+  { "QUERY_KEY", "SPP__PRUNABLE_PAIR__KIND__QUERY_KEY", 0 },
+  { "VALUE_OUTPUT", "SPP__PRUNABLE_PAIR__KIND__VALUE_OUTPUT", 1 },
+  { "FEED_FORWARD", "SPP__PRUNABLE_PAIR__KIND__FEED_FORWARD", 2 },
+};
+static const ProtobufCIntRange spp__prunable_pair__kind__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex spp__prunable_pair__kind__enum_values_by_name[3] =
+{
+  { "FEED_FORWARD", 2 },
+  { "QUERY_KEY", 0 },
+  { "VALUE_OUTPUT", 1 },
+};
+const ProtobufCEnumDescriptor spp__prunable_pair__kind__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "spp.PrunablePair.Kind",
+  "Kind",
+  "Spp__PrunablePair__Kind",
+  "spp",
+  3,
+  spp__prunable_pair__kind__enum_values_by_number,
+  3,
+  spp__prunable_pair__kind__enum_values_by_name,
+  1,
+  spp__prunable_pair__kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCFieldDescriptor spp__prunable_pair__field_descriptors[6] =
+{
+  {
+    "node",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Spp__PrunablePair, node),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Spp__PrunablePair, kind),
+    &spp__prunable_pair__kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heads",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Spp__PrunablePair, n_heads),
+    offsetof(Spp__PrunablePair, heads),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ranks",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Spp__PrunablePair, n_ranks),
+    offsetof(Spp__PrunablePair, ranks),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "params_per_unit",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Spp__PrunablePair, params_per_unit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tensors",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Spp__PrunablePair, n_tensors),
+    offsetof(Spp__PrunablePair, tensors),
+    &spp__unit_tensor__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned spp__prunable_pair__field_indices_by_name[] = {
+  2,   /* field[2] = heads */
+  1,   /* field[1] = kind */
+  0,   /* field[0] = node */
+  4,   /* field[4] = params_per_unit */
+  3,   /* field[3] = ranks */
+  5,   /* field[5] = tensors */
+};
+static const ProtobufCIntRange spp__prunable_pair__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor spp__prunable_pair__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "spp.PrunablePair",
+  "PrunablePair",
+  "Spp__PrunablePair",
+  "spp",
+  sizeof(Spp__PrunablePair),
+  6,
+  spp__prunable_pair__field_descriptors,
+  spp__prunable_pair__field_indices_by_name,
+  1,  spp__prunable_pair__number_ranges,
+  (ProtobufCMessageInit) spp__prunable_pair__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor spp__unit_tensor__field_descriptors[3] =
+{
+  {
+    "role",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Spp__UnitTensor, role),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chunks",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Spp__UnitTensor, n_chunks),
+    offsetof(Spp__UnitTensor, chunks),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chunk_rows",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Spp__UnitTensor, n_chunk_rows),
+    offsetof(Spp__UnitTensor, chunk_rows),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned spp__unit_tensor__field_indices_by_name[] = {
+  2,   /* field[2] = chunk_rows */
+  1,   /* field[1] = chunks */
+  0,   /* field[0] = role */
+};
+static const ProtobufCIntRange spp__unit_tensor__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor spp__unit_tensor__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "spp.UnitTensor",
+  "UnitTensor",
+  "Spp__UnitTensor",
+  "spp",
+  sizeof(Spp__UnitTensor),
+  3,
+  spp__unit_tensor__field_descriptors,
+  spp__unit_tensor__field_indices_by_name,
+  1,  spp__unit_tensor__number_ranges,
+  (ProtobufCMessageInit) spp__unit_tensor__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor spp__cost_level__field_descriptors[5] =
+{
+  {
+    "keep",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Spp__CostLevel, keep),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parameters",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Spp__CostLevel, parameters),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "flops",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Spp__CostLevel, flops),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight_bytes",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Spp__CostLevel, weight_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reference_length",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Spp__CostLevel, reference_length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned spp__cost_level__field_indices_by_name[] = {
+  2,   /* field[2] = flops */
+  0,   /* field[0] = keep */
+  1,   /* field[1] = parameters */
+  4,   /* field[4] = reference_length */
+  3,   /* field[3] = weight_bytes */
+};
+static const ProtobufCIntRange spp__cost_level__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor spp__cost_level__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "spp.CostLevel",
+  "CostLevel",
+  "Spp__CostLevel",
+  "spp",
+  sizeof(Spp__CostLevel),
+  5,
+  spp__cost_level__field_descriptors,
+  spp__cost_level__field_indices_by_name,
+  1,  spp__cost_level__number_ranges,
+  (ProtobufCMessageInit) spp__cost_level__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

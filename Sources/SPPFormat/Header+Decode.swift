@@ -7,6 +7,8 @@ import SPPGraph
 struct DecodedHeader {
     var graph: Graph
     var provenance: Provenance
+    var pruningPath: PruningPath?
+    var costTable: [CostLevel]
     /// Offsets here are still relative to the data section.
     var entries: [TensorEntryInfo]
     var dataSize: Int
@@ -34,7 +36,9 @@ struct HeaderDecoder {
         if let g = m.pointee.graph { graph = try decodeGraph(g) }
         var provenance = Provenance(toolName: "", createdAt: 0)
         if let p = m.pointee.provenance { provenance = decodeProvenance(p) }
-        return DecodedHeader(graph: graph, provenance: provenance, entries: entries, dataSize: dataSize)
+        let pruningPath = try m.pointee.path.map { try decodePath($0) }
+        let costTable = Self.values(m.pointee.cost_table, m.pointee.n_cost_table).compactMap { $0.map { decodeCost($0) } }
+        return DecodedHeader(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable, entries: entries, dataSize: dataSize)
     }
 
     // MARK: tensor table

@@ -16,7 +16,8 @@ struct PlannedEntry {
 
 /// Builds the protobuf-c `spp.Model` tree for a model and packs it.
 enum HeaderEncoder {
-    static func encode(graph: Graph, provenance: Provenance, entries: [PlannedEntry], dataSize: Int) -> [UInt8] {
+    static func encode(graph: Graph, provenance: Provenance, path: PruningPath?, costTable: [CostLevel],
+                       entries: [PlannedEntry], dataSize: Int) -> [UInt8] {
         let arena = CArena()
         let model = arena.message(spp__model__init)
         model.pointee.format_version = SPPFormat.currentVersion
@@ -24,6 +25,8 @@ enum HeaderEncoder {
         (model.pointee.n_tensors, model.pointee.tensors) = arena.messages(entries) { encodeEntry($0, arena) }
         model.pointee.data_size = UInt64(dataSize)
         model.pointee.provenance = encodeProvenance(provenance, arena)
+        if let path { model.pointee.path = encodePath(path, arena) }
+        (model.pointee.n_cost_table, model.pointee.cost_table) = arena.messages(costTable) { encodeCost($0, arena) }
 
         let message = UnsafeRawPointer(model).assumingMemoryBound(to: ProtobufCMessage.self)
         let size = protobuf_c_message_get_packed_size(message)

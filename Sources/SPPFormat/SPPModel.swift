@@ -5,9 +5,15 @@ import SPPGraph
 public struct SPPModel: @unchecked Sendable {
     public var graph: Graph
     public var provenance: Provenance
+    /// The pruning path, in a pruned model. Its units' weights are stored as
+    /// row-chunk tensors among the initializers.
+    public var pruningPath: PruningPath?
+    public var costTable: [CostLevel]
 
-    public init(graph: Graph, provenance: Provenance) {
+    public init(graph: Graph, provenance: Provenance, pruningPath: PruningPath? = nil, costTable: [CostLevel] = []) {
         self.graph = graph
         self.provenance = provenance
+        self.pruningPath = pruningPath
+        self.costTable = costTable
     }
 }

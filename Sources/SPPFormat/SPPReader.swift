@@ -31,6 +31,10 @@ public final class SPPReader: Sendable {
     /// `tensorEntries`, `tensor(named:)` and `loadModel()`).
     public let graphStructure: Graph
     public let provenance: Provenance
+    /// The pruning path of a pruned model; nil for a dense one.
+    public let pruningPath: PruningPath?
+    /// Cost per keep level (with a path).
+    public let costTable: [CostLevel]
     /// The tensor table in file order.
     public let tensorEntries: [TensorEntryInfo]
     /// Absolute offset of the data section.
@@ -59,6 +63,8 @@ public final class SPPReader: Sendable {
             formatVersion = version
             graphStructure = header.graph
             provenance = header.provenance
+            pruningPath = header.pruningPath
+            costTable = header.costTable
             dataOffset = header.dataOffset
             tensorEntries = header.entries
             index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -147,7 +153,7 @@ public final class SPPReader: Sendable {
             case nil: continue
             }
         }
-        return SPPModel(graph: graph, provenance: provenance)
+        return SPPModel(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable)
     }
 
     // MARK: frames
@@ -197,6 +203,8 @@ public final class SPPReader: Sendable {
     private struct Header {
         var graph: Graph
         var provenance: Provenance
+        var pruningPath: PruningPath?
+        var costTable: [CostLevel]
         var entries: [TensorEntryInfo]
         var dataOffset: Int
     }
@@ -282,7 +290,8 @@ public final class SPPReader: Sendable {
                             fileOffset: dataOffset + $0.fileOffset, compressedSize: $0.compressedSize,
                             rawSize: $0.rawSize, checksum: $0.checksum)
         }
-        return (version, Header(graph: decoded.graph, provenance: decoded.provenance, entries: entries, dataOffset: dataOffset))
+        return (version, Header(graph: decoded.graph, provenance: decoded.provenance, pruningPath: decoded.pruningPath,
+                               costTable: decoded.costTable, entries: entries, dataOffset: dataOffset))
     }
 }
 

@@ -43,7 +43,8 @@ public enum SPPWriter {
             offset = SPPFormat.aligned(dataSize)!
         }
 
-        let header = HeaderEncoder.encode(graph: model.graph, provenance: model.provenance, entries: entries, dataSize: dataSize)
+        let header = HeaderEncoder.encode(graph: model.graph, provenance: model.provenance, path: model.pruningPath,
+                                          costTable: model.costTable, entries: entries, dataSize: dataSize)
         var head: [UInt8] = SPPFormat.magic
         appendLE(&head, SPPFormat.currentVersion)
         appendLE(&head, UInt32(0))

@@ -81,6 +81,9 @@ extension ShapeInference.State {
         case .constant: return [try constant(node)]
         case .constantOfShape: return [try constantOfShape(node)]
         case .range: return [try range(node)]
+
+        case .attention: return [try attention(node)]
+        case .feedForward: return [try feedForward(node)]
         }
     }
 

@@ -59,6 +59,7 @@ extension ImportSession {
         case .castLike: return 15
         case .layerNormalization: return 17
         case .gelu: return 20
+        case .attention, .feedForward: return nil
         }
     }
 

@@ -20,10 +20,17 @@ public struct PassReport: Sendable {
 public enum PassPipeline {
     /// Order matters: Identity removal exposes constants to folding; shape
     /// values resolved by inference become constants that constant folding
-    /// then propagates; folding leaves dead shape subgraphs behind, and
-    /// dead-node elimination removes them together with initializers nothing
-    /// reads any more.
-    public static let standard: [GraphPass] = [RemoveIdentity(), FoldShapeValues(), FoldConstants(), EliminateDeadNodes()]
+    /// then propagates; block discovery needs both (its patterns read Reshape
+    /// targets and scales as constants) and replaces each attention and
+    /// feed-forward block by one fused node; folding and fusion leave dead
+    /// subgraphs behind (shape chains, mask expansions, the weights copied
+    /// into the fused nodes), and dead-node elimination removes them together
+    /// with initializers nothing reads any more.
+    public static let standard: [GraphPass] = simplify + [DiscoverBlocks(), EliminateDeadNodes()]
+
+    /// The passes that prepare a graph for block discovery (what `spp inspect`
+    /// runs on an ONNX model before it reports the blocks).
+    public static let simplify: [GraphPass] = [RemoveIdentity(), FoldShapeValues(), FoldConstants()]
 
     /// Runs `passes` except those named in `disabled`; with `verify`, checks the
     /// graph after each pass (tests turn it on).

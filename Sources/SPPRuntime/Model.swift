@@ -9,19 +9,37 @@ import SPPGraph
 public final class Model: @unchecked Sendable {
     public let program: Program
     public let provenance: Provenance
+    /// The pruning path, for a pruned model.
+    public let pruningPath: PruningPath?
+    public let costTable: [CostLevel]
+    /// The keep ratio this model was loaded at.
+    public let keep: Double
 
     /// Loads and checks a `.spp` file; throws `FormatError` for a bad file and
     /// `RuntimeError` or `GraphError` for a graph the runtime cannot execute.
-    public init(path: String, options: RuntimeOptions = .init()) throws {
-        let loaded = try SPPReader(path: path).loadModel()
-        program = try Program(graph: loaded.graph, options: options)
-        provenance = loaded.provenance
+    /// `keep` (0 < keep ≤ 1) is the fraction of prunable parameters kept, for a
+    /// model converted with a pruning method; a dense model loads only at 1.
+    public convenience init(path: String, keep: Double = 1, options: RuntimeOptions = .init()) throws {
+        try self.init(reader: SPPReader(path: path), keep: keep, options: options)
+    }
+
+    /// Loads from an open reader (only the tensors the keep level needs are read).
+    public init(reader: SPPReader, keep: Double = 1, options: RuntimeOptions = .init()) throws {
+        let graph = reader.pruningPath == nil && keep == 1 ? try reader.loadModel().graph : try PathLoader.load(reader, keep: keep)
+        program = try Program(graph: graph, options: options)
+        provenance = reader.provenance
+        pruningPath = reader.pruningPath
+        costTable = reader.costTable
+        self.keep = keep
     }
 
     /// Wraps a graph already in memory (for example one just imported).
     public init(graph: Graph, provenance: Provenance = .init(), options: RuntimeOptions = .init()) throws {
         program = try Program(graph: graph, options: options)
         self.provenance = provenance
+        pruningPath = nil
+        costTable = []
+        keep = 1
     }
 
     public var inputs: [ValueInfo] { program.graph.inputs }

@@ -261,6 +261,29 @@ extension Program {
             }
         case .range:
             return { args in [try Shapes.range(required(args, 0), required(args, 1), required(args, 2))] }
+
+        case .attention:
+            let a = try node.attentionAttributes()
+            let parameters = Attention.Parameters(qkRanks: a.qkRanks, voRanks: a.voRanks, scale: a.scale, causal: a.causal)
+            return { args in
+                typealias In = AttentionAttributes.Input
+                func arg(_ i: In) throws -> Tensor { try required(args, i.rawValue) }
+                func optional(_ i: In) -> Tensor? { i.rawValue < args.count ? args[i.rawValue] : nil }
+                let weights = Attention.Weights(wq: try arg(.wq), bq: try arg(.bq), wk: try arg(.wk), bk: try arg(.bk),
+                                                wv: try arg(.wv), bv: try arg(.bv), wo: try arg(.wo), bo: try arg(.bo))
+                return [try Attention.run(try arg(.x), weights, mask: optional(.mask), bias: optional(.bias), parameters)]
+            }
+        case .feedForward:
+            let activation: FeedForward.Activation
+            switch try node.feedForwardActivation() {
+            case .gelu: activation = .gelu
+            case .geluTanh: activation = .geluTanh
+            case .relu: activation = .relu
+            }
+            return { args in
+                [try FeedForward.run(required(args, 0), w1: required(args, 1), b1: required(args, 2),
+                                     w2: required(args, 3), b2: required(args, 4), activation: activation)]
+            }
         }
     }
 }

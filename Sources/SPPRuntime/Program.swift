@@ -64,8 +64,11 @@ public final class Program: @unchecked Sendable {
         slotCount = slots.count
     }
 
-    /// Runs the program on named inputs and returns the graph outputs by name.
-    public func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+    /// Runs the program on named inputs and returns the graph outputs by name,
+    /// plus any intermediate values named in `retaining` (calibration captures
+    /// what each block sees this way).
+    public func run(_ inputs: [String: Tensor], retaining: Set<String> = []) throws -> [String: Tensor] {
+        var retained: [String: Tensor] = [:]
         try validate(inputs)
         Linear.setThreads(options.threads > 0 ? options.threads : ProcessInfoCores.count)
         var values = [Tensor?](repeating: nil, count: slotCount)
@@ -83,11 +86,17 @@ public final class Program: @unchecked Sendable {
             } catch let e as GraphError {
                 throw RuntimeError.nodeFailed(node: step.node.name, op: step.node.op.rawValue, reason: e.description)
             }
-            for (k, s) in step.outputSlots.enumerated() where k < results.count { values[s] = results[k] }
+            for (k, s) in step.outputSlots.enumerated() where k < results.count {
+                values[s] = results[k]
+                if !retaining.isEmpty, retaining.contains(step.node.outputs[k]) { retained[step.node.outputs[k]] = results[k] }
+            }
             for s in step.releases { values[s] = nil }
         }
-        var out: [String: Tensor] = [:]
+        var out = retained
         for (name, s) in outputSlots { out[name] = values[s] }
+        for name in retaining where out[name] == nil {
+            out[name] = inputs[name] ?? graph.initializers[name]
+        }
         return out
     }
 

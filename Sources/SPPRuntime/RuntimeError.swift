@@ -10,6 +10,9 @@ public enum RuntimeError: Error, CustomStringConvertible, Equatable {
     case unsupportedOp(node: String, op: String, reason: String)
     case unsupportedDType(node: String, op: String, dtype: DType, reason: String)
     case nodeFailed(node: String, op: String, reason: String)
+    case invalidKeep(Double)
+    case noPruningPath
+    case corruptPath(String)
 
     public var description: String {
         switch self {
@@ -24,6 +27,9 @@ public enum RuntimeError: Error, CustomStringConvertible, Equatable {
         case let .unsupportedDType(node, op, dtype, reason):
             return "node '\(node)' (\(op)): data type \(dtype) is not supported (\(reason))"
         case let .nodeFailed(node, op, reason): return "node '\(node)' (\(op)) failed: \(reason)"
+        case let .invalidKeep(k): return "keep ratio \(k) is outside (0, 1]"
+        case .noPruningPath: return "this model has no pruning path, so it only loads at keep 1.0; convert it with --method spp (or svd, magnitude)"
+        case let .corruptPath(reason): return "the pruning path in this file is inconsistent: \(reason)"
         }
     }
 }

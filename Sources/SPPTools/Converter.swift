@@ -7,12 +7,26 @@ import SPPPasses
 
 /// `spp convert`: ONNX in, `.spp` out.
 public struct Converter {
-    public enum Method: String, CaseIterable, Sendable { case none }
+    public enum Method: String, CaseIterable, Sendable {
+        /// Dense: no path.
+        case none
+        /// Units ranked by products of weight norms (no data).
+        case magnitude
+        /// Whitened SVD rotation of QK and VO pairs, units ranked by their share of output energy on calibration data.
+        case svd
+    }
 
     public struct Options: Sendable {
         public var method: Method = .none
         public var disabledPasses: Set<String> = []
         public var compressionLevel = 3
+        /// Calibration texts (JSONL) and how to read them; needed by data-aware methods.
+        public var calibration: String?
+        public var field = "text"
+        public var tokenizer: String?
+        public var maxLength = 128
+        public var samples = 512
+        public var batchSize = 16
         public init() {}
     }
 
@@ -26,6 +40,7 @@ public struct Converter {
         public var passes: [PassReport] = []
         public var stages: [(String, Double)] = []
         public var opHistogram: [(OpType, Int)] = []
+        public var prunableParameters = 0
     }
 
     public let options: Options
@@ -58,6 +73,17 @@ public struct Converter {
         summary.opHistogram = graph.opHistogram
         stage("passes")
 
+        var path: PruningPath? = nil
+        var costTable: [CostLevel] = []
+        if let scores = try unitScores(&graph, progress: progress, stage: stage) {
+            let built = try PathBuilder.build(graph, scores: scores, method: options.method.rawValue)
+            graph = built.graph
+            path = built.path
+            costTable = built.costTable
+            summary.prunableParameters = built.path.prunableParameters
+            stage("path")
+        }
+
         progress("writing \(output)")
         let hash = source.withUnsafeBytes { XXHash64.hash($0) }
         let provenance = Provenance(
@@ -65,12 +91,50 @@ public struct Converter {
             sourceProducer: summary.producer, toolName: "spp", toolVersion: ToolVersion.current,
             createdAt: Int(Date().timeIntervalSince1970),
             options: ["method": options.method.rawValue, "compression-level": String(options.compressionLevel),
-                      "disabled-passes": options.disabledPasses.sorted().joined(separator: ",")],
+                      "disabled-passes": options.disabledPasses.sorted().joined(separator: ","),
+                      "calibration": options.calibration.map { ($0 as NSString).lastPathComponent } ?? "",
+                      "samples": String(options.samples), "max-length": String(options.maxLength)],
             passes: summary.passes.map { .init(name: $0.name, changes: $0.changes) })
-        try SPPWriter.write(SPPModel(graph: graph, provenance: provenance), to: output, compressionLevel: options.compressionLevel)
+        try SPPWriter.write(SPPModel(graph: graph, provenance: provenance, pruningPath: path, costTable: costTable),
+                            to: output, compressionLevel: options.compressionLevel)
         summary.outputBytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         stage("write")
         return summary
+    }
+}
+
+extension Converter {
+    /// Ranks every prunable unit by the chosen method (nil for `none`). Data-aware
+    /// methods rotate the attention pairs of `graph` first.
+    func unitScores(_ graph: inout Graph, progress: (String) -> Void, stage: (String) -> Void) throws -> UnitScores? {
+        if options.method == .none { return nil }
+        guard graph.nodes.contains(where: { $0.op == .attention || $0.op == .feedForward }) else { throw ConversionError.noBlocks }
+        switch options.method {
+        case .none:
+            return nil
+        case .magnitude:
+            return try UnitScoring.magnitude(graph)
+        case .svd:
+            let batches = try calibrationBatches(graph, progress: progress)
+            stage("tokenize")
+            let statistics = try BlockStatistics.collect(graph: graph, batches: batches) { done, total in
+                if done == total || done % 8 == 0 { progress("calibration \(done)/\(total) batches") }
+            }
+            stage("calibration")
+            let strengths = try RotateAttention.apply(&graph, statistics: statistics)
+            stage("rotation")
+            return try UnitScoring.whitened(graph, strengths: strengths, statistics: statistics)
+        }
+    }
+
+    /// The calibration set as model input batches: texts from a JSONL file through the tokenizer.
+    func calibrationBatches(_ graph: Graph, progress: (String) -> Void) throws -> [[String: Tensor]] {
+        guard let file = options.calibration else { throw ConversionError.missingOption("--calibration FILE.jsonl") }
+        guard let tokenizer = options.tokenizer else { throw ConversionError.missingOption("--tokenizer tokenizer.json") }
+        let texts = try TextInputs.readJSONL(file, field: options.field, limit: options.samples)
+        progress("calibration: \(texts.count) texts from \(file)")
+        let encoder = try TextInputs(tokenizer: tokenizer, maxLength: options.maxLength, graphInputs: graph.inputs)
+        return encoder.batches(texts, size: options.batchSize).map(\.inputs)
     }
 }
 

@@ -31,11 +31,13 @@ public enum ModelFile {
         }
     }
 
-    /// A runnable model.
-    public func makeModel(options: RuntimeOptions) throws -> Model {
+    /// A runnable model, at `keep` for a `.spp` with a pruning path.
+    public func makeModel(keep: Double = 1, options: RuntimeOptions) throws -> Model {
         switch self {
-        case let .onnx(m): return try Model(graph: m.graph, options: options)
-        case let .spp(reader): return try Model(graph: try reader.loadModel().graph, provenance: reader.provenance, options: options)
+        case let .onnx(m):
+            guard keep == 1 else { throw RuntimeError.noPruningPath }
+            return try Model(graph: m.graph, options: options)
+        case let .spp(reader): return try Model(reader: reader, keep: keep, options: options)
         }
     }
 }

@@ -25,6 +25,18 @@ public enum Report {
         values.map { "  \($0.name): \($0.typeDescription)" }
     }
 
+    /// A progress line that rewrites itself on a terminal (stderr), and is quiet otherwise.
+    public static func progress(_ line: String) {
+        guard isatty(2) != 0 else { return }
+        FileHandle.standardError.write(("\r\u{1B}[K" + line).data(using: .utf8)!)
+    }
+
+    /// Ends a progress line.
+    public static func progressDone() {
+        guard isatty(2) != 0 else { return }
+        FileHandle.standardError.write("\r\u{1B}[K".data(using: .utf8)!)
+    }
+
     /// Writes to standard error (progress and errors never mix with results on stdout).
     public static func stderr(_ line: String) {
         FileHandle.standardError.write((line + "\n").data(using: .utf8)!)

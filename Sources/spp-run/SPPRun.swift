@@ -15,6 +15,7 @@ struct SPPRun: ParsableCommand {
     @Option(name: .customLong("input"), help: "NAME=FILE.npy for each graph input (repeatable).") var inputs: [String] = []
     @Option(help: "Directory for the outputs, one <output name>.npy each.") var outputDir: String
     @Option(help: "Threads (0: one per core).") var threads: Int = 0
+    @Option(help: "Fraction of prunable parameters to keep (0 < R ≤ 1), for a model converted with a pruning method.") var keep: Double = 1
 
     func run() throws {
         let outputs: [String: Tensor] = CommandLineErrors.report {
@@ -25,7 +26,7 @@ struct SPPRun: ParsableCommand {
                 }
                 named[String(spec[..<eq])] = try Npy.read(path: String(spec[spec.index(after: eq)...]))
             }
-            let m = try ModelFile.open(model).makeModel(options: RuntimeOptions(threads: threads))
+            let m = try ModelFile.open(model).makeModel(keep: keep, options: RuntimeOptions(threads: threads))
             return try m.run(named)
         }
         CommandLineErrors.report {

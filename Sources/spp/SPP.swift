@@ -11,7 +11,7 @@ struct SPP: ParsableCommand {
         commandName: "spp",
         abstract: "Convert transformer models from ONNX to the native .spp format and inspect them.",
         version: ToolVersion.current,
-        subcommands: [Convert.self, Inspect.self])
+        subcommands: [Convert.self, Inspect.self, Eval.self])
 }
 
 struct Convert: ParsableCommand {
@@ -23,6 +23,11 @@ struct Convert: ParsableCommand {
     var method: String = "none"
     @Option(name: .customLong("disable-pass"), help: "Skip a graph pass by name (repeatable).") var disabledPasses: [String] = []
     @Option(help: "zstd compression level.") var compressionLevel: Int = 3
+    @Option(help: "Calibration texts, one JSON object per line (data-aware methods).") var calibration: String?
+    @Option(help: "The JSONL field holding the text.") var field: String = "text"
+    @Option(help: "tokenizer.json for the calibration texts.") var tokenizer: String?
+    @Option(help: "Tokens per calibration text, at most.") var maxLength: Int = 128
+    @Option(help: "Calibration texts to use (the first K).") var samples: Int = 512
 
     func run() throws {
         guard let m = Converter.Method(rawValue: method) else {
@@ -32,12 +37,20 @@ struct Convert: ParsableCommand {
         options.method = m
         options.disabledPasses = Set(disabledPasses)
         options.compressionLevel = compressionLevel
+        options.calibration = calibration
+        options.field = field
+        options.tokenizer = tokenizer
+        options.maxLength = maxLength
+        options.samples = samples
         let summary = CommandLineErrors.report { try Converter(options: options).convert(input: input, output: output, progress: { Report.stderr("… " + $0) }) }
         print("converted \(input) → \(output)")
         print("  source: \(summary.producer.isEmpty ? "unknown producer" : summary.producer), opset \(summary.opsetVersion), \(Report.bytes(summary.sourceBytes))")
         print("  nodes: \(summary.nodesBefore) → \(summary.nodesAfter); parameters: \(Report.count(summary.parameters))")
         print("  ops: \(Report.histogram(summary.opHistogram))")
         for p in summary.passes { print(String(format: "  pass %@: %d changes (%.2f s)", p.name, p.changes, p.seconds)) }
+        if summary.prunableParameters > 0 {
+            print("  path: \(method), \(Report.count(summary.prunableParameters)) prunable parameters; load any keep ratio with --keep R")
+        }
         print("  size: \(Report.bytes(summary.sourceBytes)) → \(Report.bytes(summary.outputBytes))")
         print("  time: " + summary.stages.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: ", "))
     }
@@ -54,6 +67,7 @@ struct Inspect: ParsableCommand {
         case let .onnx(m):
             print("\(model): ONNX, ir \(m.irVersion), opset \(m.opsetVersion), producer \(m.producerName) \(m.producerVersion)")
             describe(m.graph, parameters: m.graph.parameterCount)
+            do { try BlockSummary.discovered(in: m.graph).forEach { print($0) } } catch { print("blocks: not analysed (\(error))") }
         case let .spp(reader):
             let g = reader.graphStructure
             let params = reader.tensorEntries.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.shape.reduce(1, *) }
@@ -62,6 +76,7 @@ struct Inspect: ParsableCommand {
             print("  made by \(p.toolName) \(p.toolVersion) from \(p.sourceFile) (\(Report.bytes(p.sourceSize)), xxh64 \(String(p.sourceHash, radix: 16))), \(p.sourceProducer)")
             if !p.passes.isEmpty { print("  passes: " + p.passes.map { "\($0.name) (\($0.changes))" }.joined(separator: ", ")) }
             describe(g, parameters: params)
+            BlockSummary.fusedNodes(in: g) { name in reader.entry(named: name)?.shape }.forEach { print($0) }
             let compressed = reader.tensorEntries.reduce(0) { $0 + $1.compressedSize }
             let raw = reader.tensorEntries.reduce(0) { $0 + $1.rawSize }
             print("layout: header \(Report.bytes(reader.dataOffset)), \(reader.tensorEntries.count) tensor frames, \(Report.bytes(compressed)) stored for \(Report.bytes(raw)) of data")

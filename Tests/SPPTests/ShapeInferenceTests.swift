@@ -505,17 +505,21 @@ private enum ShapeTestPaths {
     @Test(arguments: OpType.allCases)
     func unknownShapesDoNotTrap(_ op: OpType) throws {
         var b = Builder()
-        for name in ["a", "b", "c", "d", "e"] { b.input(name, nil, .float32) }
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+        for name in names { b.input(name, nil, .float32) }
         var attributes: [String: Attribute] = ["axis": .int(0), "to": .int(1)]
         if op == .constant { attributes["value"] = .tensor(.init(Tensor([Float(1)], shape: [1]))) }
+        if op == .attention { attributes.merge(AttentionAttributes(heads: 2, qkRanks: [3, 0], voRanks: [1, 2], scale: 0.5, causal: false).attributes) { $1 } }
+        if op == .feedForward { attributes["activation"] = .string("gelu") }
         let arity: Int
         switch op {
         case .constant: arity = 0
         case .where, .clip, .range, .layerNormalization, .gemm, .conv: arity = 3
-        case .slice: arity = 5
+        case .slice, .feedForward: arity = 5
+        case .attention: arity = 11
         default: arity = 2
         }
-        b.node(op, Array(["a", "b", "c", "d", "e"].prefix(arity)), ["y", "z", "w"], attributes)
+        b.node(op, Array(names.prefix(arity)), ["y", "z", "w"], attributes)
         let info = try b.infer()
         #expect(info["y"] != nil)
     }

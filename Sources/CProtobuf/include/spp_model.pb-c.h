@@ -26,6 +26,10 @@ typedef struct Spp__TensorEntry Spp__TensorEntry;
 typedef struct Spp__Provenance Spp__Provenance;
 typedef struct Spp__Option Spp__Option;
 typedef struct Spp__PassRecord Spp__PassRecord;
+typedef struct Spp__PruningPath Spp__PruningPath;
+typedef struct Spp__PrunablePair Spp__PrunablePair;
+typedef struct Spp__UnitTensor Spp__UnitTensor;
+typedef struct Spp__CostLevel Spp__CostLevel;
 
 
 /* --- enums --- */
@@ -52,6 +56,12 @@ typedef enum _Spp__TensorEntry__Codec {
   SPP__TENSOR_ENTRY__CODEC__ZSTD = 1
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SPP__TENSOR_ENTRY__CODEC)
 } Spp__TensorEntry__Codec;
+typedef enum _Spp__PrunablePair__Kind {
+  SPP__PRUNABLE_PAIR__KIND__QUERY_KEY = 0,
+  SPP__PRUNABLE_PAIR__KIND__VALUE_OUTPUT = 1,
+  SPP__PRUNABLE_PAIR__KIND__FEED_FORWARD = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SPP__PRUNABLE_PAIR__KIND)
+} Spp__PrunablePair__Kind;
 
 /* --- messages --- */
 
@@ -74,10 +84,19 @@ struct  Spp__Model
    */
   uint64_t data_size;
   Spp__Provenance *provenance;
+  /*
+   * Present in a pruned model: every prunable unit, its pair and its place on the path.
+   */
+  Spp__PruningPath *path;
+  /*
+   * Cost of the model at a ladder of keep levels (only with a path).
+   */
+  size_t n_cost_table;
+  Spp__CostLevel **cost_table;
 };
 #define SPP__MODEL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&spp__model__descriptor) \
-    , 0, NULL, 0,NULL, 0, NULL }
+    , 0, NULL, 0,NULL, 0, NULL, NULL, 0,NULL }
 
 
 struct  Spp__Graph
@@ -304,6 +323,105 @@ struct  Spp__PassRecord
     , (char *)protobuf_c_empty_string, 0 }
 
 
+struct  Spp__PruningPath
+{
+  ProtobufCMessage base;
+  /*
+   * "spp", "svd", "magnitude"
+   */
+  char *method;
+  size_t n_pairs;
+  Spp__PrunablePair **pairs;
+  /*
+   * parameters of all units (keep 1.0)
+   */
+  uint64_t prunable_params;
+  /*
+   * parameters no keep level removes
+   */
+  uint64_t fixed_params;
+};
+#define SPP__PRUNING_PATH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&spp__pruning_path__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0 }
+
+
+struct  Spp__PrunablePair
+{
+  ProtobufCMessage base;
+  /*
+   * the fused node whose inner dimension this pair is
+   */
+  char *node;
+  Spp__PrunablePair__Kind kind;
+  /*
+   * head of each unit in storage order (attention pairs)
+   */
+  size_t n_heads;
+  uint32_t *heads;
+  /*
+   * global rank of each unit in storage order, ascending
+   */
+  size_t n_ranks;
+  uint32_t *ranks;
+  uint64_t params_per_unit;
+  size_t n_tensors;
+  Spp__UnitTensor **tensors;
+};
+#define SPP__PRUNABLE_PAIR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&spp__prunable_pair__descriptor) \
+    , (char *)protobuf_c_empty_string, SPP__PRUNABLE_PAIR__KIND__QUERY_KEY, 0,NULL, 0,NULL, 0, 0,NULL }
+
+
+/*
+ * One weight of a pair, unit-major: row i belongs to the pair's i-th stored unit.
+ */
+struct  Spp__UnitTensor
+{
+  ProtobufCMessage base;
+  /*
+   * "wq", "bq", "wk", "bk", "wv", "bv", "wo", "w1", "b1", "w2"
+   */
+  char *role;
+  /*
+   * tensor entries holding consecutive rows, in order
+   */
+  size_t n_chunks;
+  char **chunks;
+  /*
+   * rows in each chunk
+   */
+  size_t n_chunk_rows;
+  uint64_t *chunk_rows;
+};
+#define SPP__UNIT_TENSOR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&spp__unit_tensor__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+
+
+struct  Spp__CostLevel
+{
+  ProtobufCMessage base;
+  float keep;
+  /*
+   * all parameters, embeddings included
+   */
+  uint64_t parameters;
+  /*
+   * multiply-adds x2 for one sequence of reference_length
+   */
+  uint64_t flops;
+  /*
+   * bytes of the weights kept, as stored uncompressed
+   */
+  uint64_t weight_bytes;
+  uint32_t reference_length;
+};
+#define SPP__COST_LEVEL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&spp__cost_level__descriptor) \
+    , 0, 0, 0, 0, 0 }
+
+
 /* Spp__Model methods */
 void   spp__model__init
                      (Spp__Model         *message);
@@ -513,6 +631,82 @@ Spp__PassRecord *
 void   spp__pass_record__free_unpacked
                      (Spp__PassRecord *message,
                       ProtobufCAllocator *allocator);
+/* Spp__PruningPath methods */
+void   spp__pruning_path__init
+                     (Spp__PruningPath         *message);
+size_t spp__pruning_path__get_packed_size
+                     (const Spp__PruningPath   *message);
+size_t spp__pruning_path__pack
+                     (const Spp__PruningPath   *message,
+                      uint8_t             *out);
+size_t spp__pruning_path__pack_to_buffer
+                     (const Spp__PruningPath   *message,
+                      ProtobufCBuffer     *buffer);
+Spp__PruningPath *
+       spp__pruning_path__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   spp__pruning_path__free_unpacked
+                     (Spp__PruningPath *message,
+                      ProtobufCAllocator *allocator);
+/* Spp__PrunablePair methods */
+void   spp__prunable_pair__init
+                     (Spp__PrunablePair         *message);
+size_t spp__prunable_pair__get_packed_size
+                     (const Spp__PrunablePair   *message);
+size_t spp__prunable_pair__pack
+                     (const Spp__PrunablePair   *message,
+                      uint8_t             *out);
+size_t spp__prunable_pair__pack_to_buffer
+                     (const Spp__PrunablePair   *message,
+                      ProtobufCBuffer     *buffer);
+Spp__PrunablePair *
+       spp__prunable_pair__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   spp__prunable_pair__free_unpacked
+                     (Spp__PrunablePair *message,
+                      ProtobufCAllocator *allocator);
+/* Spp__UnitTensor methods */
+void   spp__unit_tensor__init
+                     (Spp__UnitTensor         *message);
+size_t spp__unit_tensor__get_packed_size
+                     (const Spp__UnitTensor   *message);
+size_t spp__unit_tensor__pack
+                     (const Spp__UnitTensor   *message,
+                      uint8_t             *out);
+size_t spp__unit_tensor__pack_to_buffer
+                     (const Spp__UnitTensor   *message,
+                      ProtobufCBuffer     *buffer);
+Spp__UnitTensor *
+       spp__unit_tensor__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   spp__unit_tensor__free_unpacked
+                     (Spp__UnitTensor *message,
+                      ProtobufCAllocator *allocator);
+/* Spp__CostLevel methods */
+void   spp__cost_level__init
+                     (Spp__CostLevel         *message);
+size_t spp__cost_level__get_packed_size
+                     (const Spp__CostLevel   *message);
+size_t spp__cost_level__pack
+                     (const Spp__CostLevel   *message,
+                      uint8_t             *out);
+size_t spp__cost_level__pack_to_buffer
+                     (const Spp__CostLevel   *message,
+                      ProtobufCBuffer     *buffer);
+Spp__CostLevel *
+       spp__cost_level__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   spp__cost_level__free_unpacked
+                     (Spp__CostLevel *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Spp__Model_Closure)
@@ -548,6 +742,18 @@ typedef void (*Spp__Option_Closure)
 typedef void (*Spp__PassRecord_Closure)
                  (const Spp__PassRecord *message,
                   void *closure_data);
+typedef void (*Spp__PruningPath_Closure)
+                 (const Spp__PruningPath *message,
+                  void *closure_data);
+typedef void (*Spp__PrunablePair_Closure)
+                 (const Spp__PrunablePair *message,
+                  void *closure_data);
+typedef void (*Spp__UnitTensor_Closure)
+                 (const Spp__UnitTensor *message,
+                  void *closure_data);
+typedef void (*Spp__CostLevel_Closure)
+                 (const Spp__CostLevel *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -567,6 +773,11 @@ extern const ProtobufCEnumDescriptor    spp__tensor_entry__codec__descriptor;
 extern const ProtobufCMessageDescriptor spp__provenance__descriptor;
 extern const ProtobufCMessageDescriptor spp__option__descriptor;
 extern const ProtobufCMessageDescriptor spp__pass_record__descriptor;
+extern const ProtobufCMessageDescriptor spp__pruning_path__descriptor;
+extern const ProtobufCMessageDescriptor spp__prunable_pair__descriptor;
+extern const ProtobufCEnumDescriptor    spp__prunable_pair__kind__descriptor;
+extern const ProtobufCMessageDescriptor spp__unit_tensor__descriptor;
+extern const ProtobufCMessageDescriptor spp__cost_level__descriptor;
 
 PROTOBUF_C__END_DECLS
 

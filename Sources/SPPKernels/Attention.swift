@@ -1,0 +1,271 @@
+import Glibc
+import SPPCore
+
+/// Fused multi-head self-attention with ragged per-head ranks: the kernel of
+/// `spp.Attention` (the full contract is on `OpType.attention`).
+///
+/// Plan: the q, k and v projections are computed into one packed row buffer
+/// `[B·S, Σqk | Σqk | Σvo]` (bias rows first, then three GEMMs accumulating
+/// into their column ranges, so each head's q, k and v are strided views and
+/// no head split/transposes are ever materialised). Then per batch row: one
+/// GEMM per head for the scores `q_h k_hᵀ · scale` into a reused
+/// `[H, S, S]` scratch; the additive terms through broadcast strides (a
+/// `[B, 1, 1, S]` mask is read in place, never expanded to `[B, H, S, S]`)
+/// and the row softmax, rows spread over the cores; one GEMM per head writing
+/// `P v_h` straight into its columns of a `[B·S, Σvo]` context buffer. One
+/// last GEMM with Wo (onto rows of bo) gives the output. Heads with vo rank 0
+/// are skipped entirely.
+public enum Attention {
+    /// The attributes of the op, as the kernel needs them.
+    public struct Parameters: Sendable, Equatable {
+        public var qkRanks: [Int]
+        public var voRanks: [Int]
+        public var scale: Float
+        public var causal: Bool
+
+        public init(qkRanks: [Int], voRanks: [Int], scale: Float, causal: Bool) {
+            self.qkRanks = qkRanks
+            self.voRanks = voRanks
+            self.scale = scale
+            self.causal = causal
+        }
+
+        public var heads: Int { qkRanks.count }
+        public var qkWidth: Int { qkRanks.reduce(0, +) }
+        public var voWidth: Int { voRanks.reduce(0, +) }
+    }
+
+    /// The projection weights: `Wq, Wk [D, Σqk]`, `Wv [D, Σvo]`, `Wo [Σvo, D]`
+    /// and biases of as many elements as their weight has columns.
+    public struct Weights {
+        public var wq, bq, wk, bk, wv, bv, wo, bo: Tensor
+        public init(wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor, wo: Tensor, bo: Tensor) {
+            (self.wq, self.bq, self.wk, self.bk, self.wv, self.bv, self.wo, self.bo) = (wq, bq, wk, bk, wv, bv, wo, bo)
+        }
+    }
+
+    /// Sizes checked once for both the fast kernel and the reference.
+    struct Geometry {
+        let batch: Int, seq: Int, hidden: Int, heads: Int
+        let qkWidth: Int, voWidth: Int
+        /// Column of each head's first q (k) and v column.
+        let qkOffsets: [Int], voOffsets: [Int]
+        let mask: Term?, bias: Term?
+
+        init(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws {
+            let all = [x, w.wq, w.bq, w.wk, w.bk, w.wv, w.bv, w.wo, w.bo] + [mask, bias].compactMap { $0 }
+            if let t = all.first(where: { $0.dtype != .float32 }) {
+                throw KernelError.unsupportedDType(t.dtype, reason: "spp.Attention runs in float32")
+            }
+            guard x.rank == 3 else { throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(x.shape)) is not [batch, seq, hidden]") }
+            guard p.heads > 0, p.voRanks.count == p.heads, (p.qkRanks + p.voRanks).allSatisfy({ $0 >= 0 }) else {
+                throw KernelError.invalidArgument("spp.Attention ranks \(p.qkRanks) / \(p.voRanks) do not describe the same heads")
+            }
+            (batch, seq, hidden, heads) = (x.shape[0], x.shape[1], x.shape[2], p.heads)
+            (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
+            func check(_ what: String, _ t: Tensor, _ shape: [Int]) throws {
+                guard t.shape == shape else {
+                    throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected \(Tensor.describe(shape))")
+                }
+            }
+            func checkBias(_ what: String, _ t: Tensor, _ n: Int) throws {
+                guard t.count == n, t.rank <= 1 || t.shape.dropLast().allSatisfy({ $0 == 1 }) else {
+                    throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected [\(n)]")
+                }
+            }
+            try check("Wq", w.wq, [hidden, qkWidth])
+            try check("Wk", w.wk, [hidden, qkWidth])
+            try check("Wv", w.wv, [hidden, voWidth])
+            try check("Wo", w.wo, [voWidth, hidden])
+            try checkBias("bq", w.bq, qkWidth)
+            try checkBias("bk", w.bk, qkWidth)
+            try checkBias("bv", w.bv, voWidth)
+            try checkBias("bo", w.bo, hidden)
+            var acc = 0
+            qkOffsets = p.qkRanks.map { r in defer { acc += r }; return acc }
+            acc = 0
+            voOffsets = p.voRanks.map { r in defer { acc += r }; return acc }
+            let target = [batch, heads, seq, seq]
+            self.mask = try mask.map { try Term($0, target: target, what: "mask") }
+            self.bias = try bias.map { try Term($0, target: target, what: "bias") }
+        }
+    }
+
+    /// An additive score term seen as `[B, H, S, S]` through element strides (0 where broadcast).
+    struct Term {
+        let pointer: UnsafeMutablePointer<Float>
+        /// Strides along batch, head, query and key.
+        let sb: Int, sh: Int, si: Int, sj: Int
+
+        init(_ t: Tensor, target: [Int], what: String) throws {
+            guard t.rank <= 4 else { throw KernelError.shapeMismatch("spp.Attention \(what) \(Tensor.describe(t.shape)) has rank above 4") }
+            let shape = [Int](repeating: 1, count: 4 - t.rank) + t.shape
+            var strides = [Int](repeating: 0, count: 4)
+            var acc = 1
+            for i in stride(from: 3, through: 0, by: -1) {
+                guard shape[i] == 1 || shape[i] == target[i] else {
+                    throw KernelError.shapeMismatch("spp.Attention \(what) \(Tensor.describe(t.shape)) does not broadcast to \(Tensor.describe(target))")
+                }
+                strides[i] = shape[i] == 1 ? 0 : acc
+                acc *= shape[i]
+            }
+            pointer = t.pointer(as: Float.self)
+            (sb, sh, si, sj) = (strides[0], strides[1], strides[2], strides[3])
+        }
+
+        /// Adds row (b, h, i) of the term to the first `count` entries of `row`.
+        @inline(__always) func add(to row: UnsafeMutablePointer<Float>, count: Int, _ b: Int, _ h: Int, _ i: Int) {
+            let base = pointer + b * sb + h * sh + i * si
+            if sj == 0 {
+                let v = base[0]
+                for j in 0..<count { row[j] += v }
+            } else {
+                for j in 0..<count { row[j] += base[j * sj] }
+            }
+        }
+    }
+
+    /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`.
+    public static func run(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
+        let g = try Geometry(x, w, mask: mask, bias: bias, p)
+        let (batch, seq, hidden) = (g.batch, g.seq, g.hidden)
+        let rows = batch * seq
+        let out = Tensor(dtype: .float32, shape: x.shape)
+        let po = out.pointer(as: Float.self)
+        Linear.fillRows(po, rows: rows, ld: hidden, with: w.bo.pointer(as: Float.self), count: hidden)
+        if rows == 0 || g.voWidth == 0 { return out }
+
+        // Packed projections: row r holds q (Σqk), k (Σqk), v (Σvo) of token r.
+        let width = 2 * g.qkWidth + g.voWidth
+        let kBase = g.qkWidth, vBase = 2 * g.qkWidth
+        let qkv = UnsafeMutablePointer<Float>.allocate(capacity: rows * width)
+        defer { qkv.deallocate() }
+        Linear.fillRows(qkv, rows: rows, ld: width, with: w.bq.pointer(as: Float.self), count: g.qkWidth)
+        Linear.fillRows(qkv + kBase, rows: rows, ld: width, with: w.bk.pointer(as: Float.self), count: g.qkWidth)
+        Linear.fillRows(qkv + vBase, rows: rows, ld: width, with: w.bv.pointer(as: Float.self), count: g.voWidth)
+        let px = x.pointer(as: Float.self)
+        for (weight, base, n) in [(w.wq, 0, g.qkWidth), (w.wk, kBase, g.qkWidth), (w.wv, vBase, g.voWidth)] {
+            Linear.sgemm(transA: false, transB: false, m: rows, n: n, k: hidden, alpha: 1, a: px, lda: hidden,
+                         b: weight.pointer(as: Float.self), ldb: max(n, 1), beta: 1, c: qkv + base, ldc: width)
+        }
+
+        let ctx = UnsafeMutablePointer<Float>.allocate(capacity: rows * g.voWidth)
+        defer { ctx.deallocate() }
+        // Scores of every head of one batch row: the GEMMs run one after the
+        // other (BLAS threads inside each), the softmax rows in parallel.
+        let active = (0..<g.heads).filter { p.voRanks[$0] > 0 }
+        let square = seq * seq
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * square, 1))
+        defer { scores.deallocate() }
+        for b in 0..<batch {
+            let tokens = qkv + b * seq * width
+            for (slot, h) in active.enumerated() {
+                let s = scores + slot * square
+                if p.qkRanks[h] > 0 {
+                    Linear.sgemm(transA: false, transB: true, m: seq, n: seq, k: p.qkRanks[h], alpha: p.scale,
+                                 a: tokens + g.qkOffsets[h], lda: width, b: tokens + kBase + g.qkOffsets[h], ldb: width,
+                                 beta: 0, c: s, ldc: seq)
+                } else {
+                    s.update(repeating: 0, count: square)
+                }
+            }
+            Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
+                for r in range {
+                    let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
+                    softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
+                               mask: g.mask, bias: g.bias, b: b, h: active[slot], i: i)
+                }
+            }
+            for (slot, h) in active.enumerated() {
+                Linear.sgemm(transA: false, transB: false, m: seq, n: p.voRanks[h], k: seq, alpha: 1,
+                             a: scores + slot * square, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
+                             beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth)
+            }
+        }
+        Linear.sgemm(transA: false, transB: false, m: rows, n: hidden, k: g.voWidth, alpha: 1, a: ctx, lda: g.voWidth,
+                     b: w.wo.pointer(as: Float.self), ldb: hidden, beta: 1, c: po, ldc: hidden)
+        return out
+    }
+
+    /// Adds the terms to the first `count` scores of a row, then turns the row
+    /// into probabilities; the keys from `count` on (causal) get 0.
+    @inline(__always)
+    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, stride: Int,
+                           mask: Term?, bias: Term?, b: Int, h: Int, i: Int) {
+        mask?.add(to: row, count: count, b, h, i)
+        bias?.add(to: row, count: count, b, h, i)
+        // As Normalization.softmax does it: maximum subtracted, one reciprocal.
+        var m = -Float.infinity
+        for j in 0..<count { m = Swift.max(m, row[j]) }
+        var sum: Float = 0
+        for j in 0..<count {
+            // expf is 0 below -103.97 anyway; skipping it avoids glibc's slow
+            // underflow path on every masked key.
+            let d = row[j] - m
+            let e = d < -104 ? 0 : expf(d)
+            row[j] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for j in 0..<count { row[j] *= inv }
+        if count < stride { (row + count).update(repeating: 0, count: stride - count) }
+    }
+
+    /// The reference: the contract computed from its definition with loops in
+    /// Double, one head at a time, without any of the fast path's buffers.
+    public static func naive(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
+        let g = try Geometry(x, w, mask: mask, bias: bias, p)
+        let (batch, seq, hidden) = (g.batch, g.seq, g.hidden)
+        let xs = x.buffer(as: Float.self)
+        func project(_ weight: Tensor, _ b: Tensor, _ columns: Range<Int>) -> [[Double]] {
+            let wp = weight.buffer(as: Float.self), bp = b.buffer(as: Float.self), n = weight.shape[1]
+            return (0..<batch * seq).map { r in
+                columns.map { c in
+                    var s = Double(bp[c])
+                    for k in 0..<hidden { s += Double(xs[r * hidden + k]) * Double(wp[k * n + c]) }
+                    return s
+                }
+            }
+        }
+        func termValue(_ t: Tensor?, _ index: [Int]) -> Double {
+            guard let t else { return 0 }
+            let shape = [Int](repeating: 1, count: 4 - t.rank) + t.shape
+            var flat = 0
+            for d in 0..<4 { flat = flat * shape[d] + (shape[d] == 1 ? 0 : index[d]) }
+            return Double(t.buffer(as: Float.self)[flat])
+        }
+        var ctx = [Double](repeating: 0, count: batch * seq * g.voWidth)
+        for h in 0..<g.heads {
+            let qc = g.qkOffsets[h]..<(g.qkOffsets[h] + p.qkRanks[h]), vc = g.voOffsets[h]..<(g.voOffsets[h] + p.voRanks[h])
+            let q = project(w.wq, w.bq, qc), k = project(w.wk, w.bk, qc), v = project(w.wv, w.bv, vc)
+            for b in 0..<batch {
+                for i in 0..<seq {
+                    var logits = [Double](repeating: -.infinity, count: seq)
+                    for j in 0..<seq where !(p.causal && j > i) {
+                        var dot = 0.0
+                        for c in 0..<qc.count { dot += q[b * seq + i][c] * k[b * seq + j][c] }
+                        logits[j] = Double(p.scale) * dot + termValue(mask, [b, h, i, j]) + termValue(bias, [b, h, i, j])
+                    }
+                    let m = logits.max() ?? 0
+                    let e = logits.map { Glibc.exp($0 - m) }
+                    let total = e.reduce(0, +)
+                    for c in 0..<vc.count {
+                        var s = 0.0
+                        for j in 0..<seq { s += e[j] / total * v[b * seq + j][c] }
+                        ctx[(b * seq + i) * g.voWidth + vc.lowerBound + c] = s
+                    }
+                }
+            }
+        }
+        let out = Tensor(dtype: .float32, shape: x.shape)
+        let po = out.buffer(as: Float.self), wo = w.wo.buffer(as: Float.self), bo = w.bo.buffer(as: Float.self)
+        for r in 0..<batch * seq {
+            for d in 0..<hidden {
+                var s = Double(bo[d])
+                for c in 0..<g.voWidth { s += ctx[r * g.voWidth + c] * Double(wo[c * hidden + d]) }
+                po[r * hidden + d] = Float(s)
+            }
+        }
+        return out
+    }
+}

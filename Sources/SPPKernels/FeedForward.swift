@@ -1,0 +1,91 @@
+import Glibc
+import SPPCore
+
+/// The position-wise feed-forward block `act(x W1 + b1) W2 + b2`: the kernel
+/// of `spp.FeedForward` (contract on `OpType.feedForward`). Two GEMMs onto
+/// bias rows with the activation applied in place between them.
+public enum FeedForward {
+    public enum Activation: Sendable, Equatable {
+        /// x · Φ(x) with erf.
+        case gelu
+        /// The tanh approximation of GELU.
+        case geluTanh
+        case relu
+    }
+
+    /// Sizes checked once for both the fast kernel and the reference: (rows, D, F).
+    static func geometry(_ x: Tensor, _ w1: Tensor, _ b1: Tensor, _ w2: Tensor, _ b2: Tensor) throws -> (Int, Int, Int) {
+        if let t = [x, w1, b1, w2, b2].first(where: { $0.dtype != .float32 }) {
+            throw KernelError.unsupportedDType(t.dtype, reason: "spp.FeedForward runs in float32")
+        }
+        guard x.rank >= 1, w1.rank == 2 else {
+            throw KernelError.shapeMismatch("spp.FeedForward needs x [..., D] and W1 [D, F], got \(Tensor.describe(x.shape)) and \(Tensor.describe(w1.shape))")
+        }
+        let d = x.shape[x.rank - 1], f = w1.shape[1]
+        guard w1.shape[0] == d, w2.shape == [f, d], b1.count == f, b2.count == d else {
+            throw KernelError.shapeMismatch("spp.FeedForward weights W1 \(Tensor.describe(w1.shape)), b1 \(Tensor.describe(b1.shape)), W2 \(Tensor.describe(w2.shape)), b2 \(Tensor.describe(b2.shape)) do not fit x \(Tensor.describe(x.shape))")
+        }
+        return (d == 0 ? 0 : x.count / d, d, f)
+    }
+
+    public static func run(_ x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation) throws -> Tensor {
+        let (rows, d, f) = try geometry(x, w1, b1, w2, b2)
+        let out = Tensor(dtype: .float32, shape: x.shape)
+        let po = out.pointer(as: Float.self)
+        Linear.fillRows(po, rows: rows, ld: d, with: b2.pointer(as: Float.self), count: d)
+        if rows == 0 || f == 0 { return out }
+        let hidden = UnsafeMutablePointer<Float>.allocate(capacity: rows * f)
+        defer { hidden.deallocate() }
+        Linear.fillRows(hidden, rows: rows, ld: f, with: b1.pointer(as: Float.self), count: f)
+        Linear.sgemm(transA: false, transB: false, m: rows, n: f, k: d, alpha: 1, a: x.pointer(as: Float.self), lda: max(d, 1),
+                     b: w1.pointer(as: Float.self), ldb: f, beta: 1, c: hidden, ldc: f)
+        Parallel.forEachChunk(rows * f, minimumChunk: 1 << 14) { range in
+            apply(activation, hidden + range.lowerBound, count: range.count)
+        }
+        Linear.sgemm(transA: false, transB: false, m: rows, n: d, k: f, alpha: 1, a: hidden, lda: f,
+                     b: w2.pointer(as: Float.self), ldb: max(d, 1), beta: 1, c: po, ldc: max(d, 1))
+        return out
+    }
+
+    /// The activation in place, in float32 like the graph it replaces.
+    static func apply(_ activation: Activation, _ p: UnsafeMutablePointer<Float>, count: Int) {
+        switch activation {
+        case .gelu:
+            for i in 0..<count { let v = p[i]; p[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
+        case .geluTanh:
+            for i in 0..<count {
+                let v = p[i]
+                p[i] = 0.5 * v * (1 + tanhf(0.79788456080286536 * (v + 0.044715 * v * v * v)))
+            }
+        case .relu:
+            for i in 0..<count { p[i] = Swift.max(p[i], 0) }
+        }
+    }
+
+    /// The reference: loops in Double, straight from the definition.
+    public static func naive(_ x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation) throws -> Tensor {
+        let (rows, d, f) = try geometry(x, w1, b1, w2, b2)
+        let xs = x.buffer(as: Float.self), a = w1.buffer(as: Float.self), c = w2.buffer(as: Float.self)
+        let ba = b1.buffer(as: Float.self), bc = b2.buffer(as: Float.self)
+        let out = Tensor(dtype: .float32, shape: x.shape)
+        let po = out.buffer(as: Float.self)
+        var h = [Double](repeating: 0, count: f)
+        for r in 0..<rows {
+            for j in 0..<f {
+                var s = Double(ba[j])
+                for k in 0..<d { s += Double(xs[r * d + k]) * Double(a[k * f + j]) }
+                switch activation {
+                case .gelu: h[j] = 0.5 * s * (1 + Glibc.erf(s / 2.0.squareRoot()))
+                case .geluTanh: h[j] = 0.5 * s * (1 + Glibc.tanh((2 / Double.pi).squareRoot() * (s + 0.044715 * s * s * s)))
+                case .relu: h[j] = Swift.max(s, 0)
+                }
+            }
+            for k in 0..<d {
+                var s = Double(bc[k])
+                for j in 0..<f { s += h[j] * Double(c[j * d + k]) }
+                po[r * d + k] = Float(s)
+            }
+        }
+        return out
+    }
+}

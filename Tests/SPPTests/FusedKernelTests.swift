@@ -1,0 +1,181 @@
+import Foundation
+import Testing
+import SPPCore
+import SPPGraph
+import SPPKernels
+import SPPRuntime
+
+/// A small deterministic generator (SplitMix64), so failures reproduce.
+struct SeededRandom {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi].
+    mutating func int(_ lo: Int, _ hi: Int) -> Int { lo + Int(next() % UInt64(hi - lo + 1)) }
+
+    /// Uniform in [-scale, scale).
+    mutating func float(_ scale: Float = 1) -> Float { (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
+
+    mutating func tensor(_ shape: [Int], scale: Float = 1) -> Tensor {
+        Tensor((0..<shape.reduce(1, *)).map { _ in float(scale) }, shape: shape)
+    }
+}
+
+/// max |a − b| / max(max |b|, 1e-6): the error of a fast kernel relative to the size of the reference.
+func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
+    let x = a.buffer(as: Float.self), y = b.buffer(as: Float.self)
+    var diff = 0.0, size = 1e-6
+    for i in 0..<y.count {
+        diff = max(diff, abs(Double(x[i]) - Double(y[i])))
+        size = max(size, abs(Double(y[i])))
+    }
+    return diff / size
+}
+
+@Suite struct FusedKernelTests {
+    struct AttentionCase: CustomStringConvertible {
+        var batch: Int, seq: Int, hidden: Int
+        var qk: [Int], vo: [Int]
+        var causal: Bool
+        /// Shapes of the mask and bias, nil when absent.
+        var mask: [Int]?, bias: [Int]?
+        var description: String {
+            "B\(batch) S\(seq) D\(hidden) qk\(qk) vo\(vo)\(causal ? " causal" : "") mask \(mask.map(Tensor.describe) ?? "-") bias \(bias.map(Tensor.describe) ?? "-")"
+        }
+    }
+
+    /// Random ragged cases: odd sizes, zero ranks, every mask/bias form the kernel broadcasts.
+    static let attentionCases: [AttentionCase] = {
+        var r = SeededRandom(7)
+        var cases: [AttentionCase] = []
+        for k in 0..<24 {
+            let (b, s, d, h) = (r.int(1, 3), [1, 2, 5, 7, 13, 16][k % 6], [3, 8, 17, 33][k % 4], r.int(1, 5))
+            let qk = (0..<h).map { _ in r.int(0, 7) }, vo = (0..<h).map { _ in r.int(0, 6) }
+            let masks: [[Int]?] = [nil, [b, 1, 1, s], [b, 1, s, s], [s, s], [b, h, s, s], [1, s]]
+            let biases: [[Int]?] = [nil, [1, h, s, s], [h, s, s], [b, h, 1, s]]
+            cases.append(AttentionCase(batch: b, seq: s, hidden: d, qk: qk, vo: vo, causal: k % 3 == 1,
+                                       mask: masks[k % masks.count], bias: biases[(k / 2) % biases.count]))
+        }
+        // Edge cases: every vo rank 0, every qk rank 0, one head, a single token.
+        cases.append(AttentionCase(batch: 2, seq: 5, hidden: 7, qk: [3, 2], vo: [0, 0], causal: false, mask: [2, 1, 1, 5], bias: nil))
+        cases.append(AttentionCase(batch: 2, seq: 6, hidden: 7, qk: [0, 0, 0], vo: [2, 1, 3], causal: true, mask: nil, bias: [1, 3, 6, 6]))
+        cases.append(AttentionCase(batch: 1, seq: 9, hidden: 12, qk: [12], vo: [12], causal: false, mask: nil, bias: nil))
+        cases.append(AttentionCase(batch: 3, seq: 1, hidden: 5, qk: [2, 3], vo: [1, 0], causal: true, mask: [3, 1, 1, 1], bias: nil))
+        return cases
+    }()
+
+    static func attentionInputs(_ c: AttentionCase, seed: UInt64) -> (Tensor, Attention.Weights, Tensor?, Tensor?, Attention.Parameters) {
+        var r = SeededRandom(seed)
+        let (qw, vw) = (c.qk.reduce(0, +), c.vo.reduce(0, +))
+        let x = r.tensor([c.batch, c.seq, c.hidden])
+        let w = Attention.Weights(wq: r.tensor([c.hidden, qw], scale: 0.5), bq: r.tensor([qw], scale: 0.2),
+                                  wk: r.tensor([c.hidden, qw], scale: 0.5), bk: r.tensor([qw], scale: 0.2),
+                                  wv: r.tensor([c.hidden, vw]), bv: r.tensor([vw], scale: 0.2),
+                                  wo: r.tensor([vw, c.hidden]), bo: r.tensor([c.hidden]))
+        // Masks as exported: 0 where allowed, the float32 minimum where not (never a whole row).
+        let mask = c.mask.map { shape -> Tensor in
+            let t = r.tensor(shape)
+            let p = t.pointer(as: Float.self)
+            for i in 0..<t.count { p[i] = (i % shape.last! == 0 || r.int(0, 3) > 0) ? 0 : -Float.greatestFiniteMagnitude }
+            return t
+        }
+        let bias = c.bias.map { r.tensor($0, scale: 2) }
+        let p = Attention.Parameters(qkRanks: c.qk, voRanks: c.vo, scale: 1 / Float(max(c.qk.max() ?? 1, 1)).squareRoot(), causal: c.causal)
+        return (x, w, mask, bias, p)
+    }
+
+    @Test(arguments: Self.attentionCases.indices)
+    func attentionMatchesNaive(_ k: Int) throws {
+        let c = Self.attentionCases[k]
+        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: UInt64(100 + k))
+        let fast = try Attention.run(x, w, mask: mask, bias: bias, p)
+        let naive = try Attention.naive(x, w, mask: mask, bias: bias, p)
+        #expect(fast.shape == x.shape)
+        let e = normalisedError(fast, naive)
+        #expect(e < 1e-5, "\(c): normalised error \(e)")
+    }
+
+    @Test func attentionWithoutValueRanksIsTheOutputBias() throws {
+        let c = Self.attentionCases.first { $0.vo.allSatisfy { $0 == 0 } }!
+        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 1)
+        let out = try Attention.run(x, w, mask: mask, bias: bias, p)
+        let bo = w.bo.floats
+        #expect(out.floats.enumerated().allSatisfy { $0.element == bo[$0.offset % c.hidden] })
+    }
+
+    @Test func attentionRejectsBadShapes() throws {
+        let c = AttentionCase(batch: 2, seq: 4, hidden: 6, qk: [2, 2], vo: [3, 1], causal: false, mask: [2, 1, 1, 4], bias: nil)
+        var (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 3)
+        #expect(throws: KernelError.self) { try Attention.run(x, w, mask: Tensor(dtype: .float32, shape: [2, 1, 1, 5]), bias: bias, p) }
+        p.qkRanks = [2, 3]
+        #expect(throws: KernelError.self) { try Attention.run(x, w, mask: mask, bias: bias, p) }
+        p.qkRanks = [2, 2]
+        w.bo = Tensor(dtype: .float32, shape: [5])
+        #expect(throws: KernelError.self) { try Attention.run(x, w, mask: mask, bias: bias, p) }
+        x = Tensor(dtype: .float32, shape: [8, 6])
+        #expect(throws: KernelError.self) { try Attention.run(x, w, mask: mask, bias: bias, p) }
+    }
+
+    static let feedForwardCases: [(shape: [Int], inner: Int, activation: FeedForward.Activation)] = [
+        ([1, 1, 4], 3, .gelu), ([2, 7, 9], 13, .gelu), ([3, 5, 16], 40, .geluTanh), ([11, 6], 17, .relu),
+        ([2, 3, 5], 0, .gelu), ([4, 33], 1, .geluTanh), ([2, 2, 2, 8], 31, .relu), ([0, 5], 4, .gelu),
+    ]
+
+    @Test(arguments: Self.feedForwardCases.indices)
+    func feedForwardMatchesNaive(_ k: Int) throws {
+        let c = Self.feedForwardCases[k]
+        var r = SeededRandom(UInt64(200 + k))
+        let d = c.shape.last!
+        let x = r.tensor(c.shape, scale: 2)
+        let (w1, b1, w2, b2) = (r.tensor([d, c.inner]), r.tensor([c.inner]), r.tensor([c.inner, d]), r.tensor([d]))
+        let fast = try FeedForward.run(x, w1: w1, b1: b1, w2: w2, b2: b2, activation: c.activation)
+        let naive = try FeedForward.naive(x, w1: w1, b1: b1, w2: w2, b2: b2, activation: c.activation)
+        #expect(fast.shape == c.shape)
+        let e = normalisedError(fast, naive)
+        #expect(e < 1e-5, "\(c): normalised error \(e)")
+        if c.inner == 0 { #expect(fast.floats.enumerated().allSatisfy { $0.element == b2.floats[$0.offset % d] }) }
+    }
+
+    /// The fused nodes through the runtime, with their attributes read once at load.
+    @Test func fusedNodesRunInAProgram() throws {
+        let c = AttentionCase(batch: 2, seq: 5, hidden: 6, qk: [3, 0, 2], vo: [2, 2, 0], causal: true, mask: [2, 1, 1, 5], bias: [1, 3, 5, 5])
+        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 9)
+        let names = ["Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo"]
+        let tensors = [w.wq, w.bq, w.wk, w.bk, w.wv, w.bv, w.wo, w.bo]
+        var initializers = Dictionary(uniqueKeysWithValues: zip(names, tensors))
+        initializers["bias"] = bias!
+        var r = SeededRandom(4)
+        for (n, s) in [("W1", [6, 10]), ("b1", [10]), ("W2", [10, 6]), ("b2", [6])] { initializers[n] = r.tensor(s) }
+        let attention = Node(name: "att", op: .attention, inputs: ["x"] + names + ["mask", "bias"], outputs: ["a"],
+                             attributes: AttentionAttributes(heads: 3, qkRanks: p.qkRanks, voRanks: p.voRanks, scale: p.scale, causal: true).attributes)
+        let ffn = Node(name: "ffn", op: .feedForward, inputs: ["a", "W1", "b1", "W2", "b2"], outputs: ["y"], attributes: ["activation": .string("gelu_tanh")])
+        let graph = Graph(inputs: [ValueInfo(name: "x", dtype: .float32, shape: [.symbol("batch"), .symbol("seq"), .fixed(6)]),
+                                   ValueInfo(name: "mask", dtype: .float32, shape: [.symbol("batch"), .fixed(1), .fixed(1), .symbol("seq")])],
+                          outputs: [ValueInfo(name: "y", dtype: .float32, shape: nil)], initializers: initializers, nodes: [attention, ffn])
+        let info = try ShapeInference.infer(graph)
+        #expect(info["y"]?.shape == [.symbol("batch"), .symbol("seq"), .fixed(6)])
+        let y = try #require(try Program(graph: graph).run(["x": x, "mask": mask!])["y"])
+        let a = try Attention.naive(x, w, mask: mask, bias: bias, p)
+        let want = try FeedForward.naive(a, w1: initializers["W1"]!, b1: initializers["b1"]!, w2: initializers["W2"]!, b2: initializers["b2"]!, activation: .geluTanh)
+        #expect(normalisedError(y, want) < 1e-5)
+
+        var bad = graph
+        bad.nodes[0].attributes["vo_ranks"] = .ints([2, 2])
+        #expect(throws: GraphError.self) { try Program(graph: bad) }
+        #expect(throws: GraphError.self) { try ShapeInference.infer(bad) }
+        bad = graph
+        bad.nodes[1].attributes["activation"] = .string("swish")
+        #expect(throws: GraphError.self) { try Program(graph: bad) }
+        bad = graph
+        bad.initializers["Wo"] = Tensor(dtype: .float32, shape: [4, 7])
+        #expect(throws: GraphError.self) { try ShapeInference.infer(bad) }
+    }
+}
