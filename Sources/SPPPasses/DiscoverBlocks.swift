@@ -58,9 +58,11 @@ public enum BlockDiscovery {
             consider(i, .feedForward) { try index.feedForward(activation: kind, input: h, nodes: nodes, endingAt: i) }
         }
 
-        // Fused nodes go where the last node they replace was: their inputs
-        // are defined before it and their output is read only after it.
-        accepted.sort { $0.nodes.max()! < $1.nodes.max()! }
+        // A fused node goes where the node computing the block's output was:
+        // its inputs (x, mask, bias) are read by that node's ancestors, so they
+        // are defined before it, and the output's readers all come after it.
+        func position(_ r: BlockRewrite) -> Int { index.producers[r.output]! }
+        accepted.sort { position($0) < position($1) }
         var names = Set(graph.nodes.map(\.name))
         var values = Set(graph.initializers.keys).union(graph.inputs.map(\.name)).union(graph.nodes.flatMap(\.outputs))
         func unique(_ base: String, in used: inout Set<String>) -> String {
@@ -92,7 +94,7 @@ public enum BlockDiscovery {
                 }
             }
             while inputs.last == "" { inputs.removeLast() }
-            replacement[r.nodes.max()!] = Node(name: block.node, op: r.op, inputs: inputs, outputs: [r.output], attributes: r.attributes)
+            replacement[position(r)] = Node(name: block.node, op: r.op, inputs: inputs, outputs: [r.output], attributes: r.attributes)
             report.blocks.append(block)
         }
         out.nodes = graph.nodes.enumerated().compactMap { i, n in replacement[i] ?? (taken.contains(i) ? nil : n) }

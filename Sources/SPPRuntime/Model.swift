@@ -14,6 +14,9 @@ public final class Model: @unchecked Sendable {
     public let costTable: [CostLevel]
     /// The keep ratio this model was loaded at.
     public let keep: Double
+    /// Bytes of tensor frames read from the file to build this model (a pruned
+    /// model at a low keep reads only the chunks it keeps).
+    public let storedBytesRead: Int
 
     /// Loads and checks a `.spp` file; throws `FormatError` for a bad file and
     /// `RuntimeError` or `GraphError` for a graph the runtime cannot execute.
@@ -25,7 +28,13 @@ public final class Model: @unchecked Sendable {
 
     /// Loads from an open reader (only the tensors the keep level needs are read).
     public init(reader: SPPReader, keep: Double = 1, options: RuntimeOptions = .init()) throws {
-        let graph = reader.pruningPath == nil && keep == 1 ? try reader.loadModel().graph : try PathLoader.load(reader, keep: keep)
+        let graph: Graph
+        if reader.pruningPath == nil && keep == 1 {
+            graph = try reader.loadModel().graph
+            storedBytesRead = reader.tensorEntries.reduce(0) { $0 + $1.compressedSize }
+        } else {
+            (graph, storedBytesRead) = try PathLoader.load(reader, keep: keep)
+        }
         program = try Program(graph: graph, options: options)
         provenance = reader.provenance
         pruningPath = reader.pruningPath
@@ -40,6 +49,7 @@ public final class Model: @unchecked Sendable {
         pruningPath = nil
         costTable = []
         keep = 1
+        storedBytesRead = 0
     }
 
     public var inputs: [ValueInfo] { program.graph.inputs }

@@ -31,21 +31,28 @@ public enum PathLoader {
         return path.pairs.map { pair in pair.ranks.prefix { $0 < cutoff }.count }
     }
 
-    /// The runnable graph at `keep`: the fused nodes get their kept units, ragged per head.
-    public static func load(_ reader: SPPReader, keep: Double) throws -> Graph {
+    /// The runnable graph at `keep` (the fused nodes get their kept units, ragged
+    /// per head) and the stored bytes read to build it.
+    public static func load(_ reader: SPPReader, keep: Double) throws -> (graph: Graph, bytesRead: Int) {
         guard let path = reader.pruningPath else { throw RuntimeError.noPruningPath }
         let counts = try keptUnits(path, keep: keep)
         var graph = reader.graphStructure
         let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) })
+        var bytesRead = 0
         for entry in reader.tensorEntries where !chunkNames.contains(entry.name) {
             graph.initializers[entry.name] = try reader.tensor(entry)
+            bytesRead += entry.compressedSize
         }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (pair, n) in zip(path.pairs, counts) {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
             var node = graph.nodes[i]
             var rows: [String: Tensor] = [:]
-            for t in pair.tensors { rows[t.role] = try readRows(reader, t, count: n) }
+            for t in pair.tensors {
+                let (tensor, read) = try readRows(reader, t, count: n)
+                rows[t.role] = tensor
+                bytesRead += read
+            }
             // Attention units are stored in rank order across heads; the kernel wants them grouped by head.
             var order = Array(0..<n)
             if pair.kind != .feedForward {
@@ -66,7 +73,7 @@ public enum PathLoader {
             }
             graph.nodes[i] = node
         }
-        return graph
+        return (graph, bytesRead)
     }
 
     /// Which node input each stored role becomes, and whether it is stored transposed
@@ -80,23 +87,25 @@ public enum PathLoader {
     }
 
     /// The first `count` rows of a unit tensor, reading only the chunks that hold them.
-    static func readRows(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int) throws -> Tensor {
+    static func readRows(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int) throws -> (Tensor, Int) {
         var parts: [Tensor] = []
-        var have = 0
+        var have = 0, bytes = 0
         for (name, rows) in zip(t.chunks, t.chunkRows) where have < count {
-            let chunk = try reader.tensor(named: name)
+            guard let entry = reader.entry(named: name) else { throw RuntimeError.corruptPath("chunk '\(name)' is not in the file") }
+            let chunk = try reader.tensor(entry)
+            bytes += entry.compressedSize
             guard chunk.rank >= 1, chunk.shape[0] == rows else { throw RuntimeError.corruptPath("chunk '\(name)' does not hold \(rows) rows") }
             let take = min(rows, count - have)
             parts.append(take == rows ? chunk : try DataMovement.slice(chunk, starts: [0], ends: [take], axes: [0], steps: [1]))
             have += take
         }
         guard have == count else { throw RuntimeError.corruptPath("unit tensor '\(t.role)' holds \(have) rows, \(count) needed") }
-        if parts.count == 1 { return parts[0] }
+        if parts.count == 1 { return (parts[0], bytes) }
         if parts.isEmpty {
             // Nothing kept: an empty tensor with the row width of the stored chunks.
-            let first = try reader.entry(named: t.chunks.first ?? "").map { Array($0.shape.dropFirst()) } ?? []
-            return Tensor(dtype: .float32, shape: [0] + first)
+            let first = reader.entry(named: t.chunks.first ?? "").map { Array($0.shape.dropFirst()) } ?? []
+            return (Tensor(dtype: .float32, shape: [0] + first), 0)
         }
-        return try DataMovement.concat(parts, axis: 0)
+        return (try DataMovement.concat(parts, axis: 0), bytes)
     }
 }

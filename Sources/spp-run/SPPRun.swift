@@ -27,6 +27,10 @@ struct SPPRun: ParsableCommand {
                 named[String(spec[..<eq])] = try Npy.read(path: String(spec[spec.index(after: eq)...]))
             }
             let m = try ModelFile.open(model).makeModel(keep: keep, options: RuntimeOptions(threads: threads))
+            if m.pruningPath != nil {
+                Report.stderr(String(format: "keep %.2f: %@ parameters, %@ of tensor data read", keep,
+                                     Report.count(m.program.graph.parameterCount), Report.bytes(m.storedBytesRead)))
+            }
             return try m.run(named)
         }
         CommandLineErrors.report {

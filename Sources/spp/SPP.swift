@@ -77,6 +77,7 @@ struct Inspect: ParsableCommand {
             if !p.passes.isEmpty { print("  passes: " + p.passes.map { "\($0.name) (\($0.changes))" }.joined(separator: ", ")) }
             describe(g, parameters: params)
             BlockSummary.fusedNodes(in: g) { name in reader.entry(named: name)?.shape }.forEach { print($0) }
+            if let path = reader.pruningPath { PathSummary.lines(path, costTable: reader.costTable).forEach { print($0) } }
             let compressed = reader.tensorEntries.reduce(0) { $0 + $1.compressedSize }
             let raw = reader.tensorEntries.reduce(0) { $0 + $1.rawSize }
             print("layout: header \(Report.bytes(reader.dataOffset)), \(reader.tensorEntries.count) tensor frames, \(Report.bytes(compressed)) stored for \(Report.bytes(raw)) of data")

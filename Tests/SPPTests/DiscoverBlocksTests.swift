@@ -138,13 +138,15 @@ private struct GraphBuilder {
     /// GPT-2 as transformers 4.x exported it: one fused QKV projection split
     /// in three, scores divided by √d, `Where(bias[:, :, :seq, :seq], scores,
     /// min)` with a constant lower-triangular buffer, then the padding mask.
-    private static func gpt2Legacy(triangle: (Int, Int) -> Bool = { i, j in j <= i }) -> Graph {
+    private static func gpt2Legacy(triangle: (Int, Int) -> Bool = { i, j in j <= i }, slices: Bool = false) -> Graph {
         var b = GraphBuilder()
         let (d, h, dh) = (12, 3, 4)
         let x = b.input("x", [.symbol("batch"), .symbol("seq"), .fixed(d)])
         let mask = b.input("mask", [.symbol("batch"), .fixed(1), .fixed(1), .symbol("seq")])
         let qkv = b.one(.add, [b.one(.matMul, [x, b.weight([d, 3 * d])]), b.weight([3 * d])])
-        let parts = b.op(.split, [qkv, b.ints([d, d, d])], ["axis": .int(2)], outputs: 3)
+        let parts = slices
+            ? (0..<3).map { k in b.one(.slice, [qkv, b.ints([k * d]), b.ints([k == 2 ? Int(Int32.max) : (k + 1) * d]), b.ints([-1])]) }
+            : b.op(.split, [qkv, b.ints([d, d, d])], ["axis": .int(2)], outputs: 3)
         let q = b.splitHeads(parts[0], heads: h, size: dh)
         let k = b.one(.transpose, [b.splitHeads(parts[1], heads: h, size: dh)], ["perm": .ints([0, 1, 3, 2])])
         let v = b.splitHeads(parts[2], heads: h, size: dh)
@@ -187,8 +189,9 @@ private struct GraphBuilder {
         return fused
     }
 
-    @Test func legacyGPT2CausalWhereIsFused() throws {
-        let graph = Self.gpt2Legacy()
+    @Test(arguments: [false, true])
+    func legacyGPT2CausalWhereIsFused(slices: Bool) throws {
+        let graph = Self.gpt2Legacy(slices: slices)
         let (_, report) = try BlockDiscovery.run(graph)
         #expect(report.count(.attention) == 1 && report.unmatched.isEmpty, "\(report.lines)")
         #expect(report.blocks.first?.causal == true && report.blocks.first?.hasMask == true)
@@ -224,8 +227,9 @@ private struct GraphBuilder {
     }
 
     /// transformers 5.x: q and k each scaled by √scale after the head split,
-    /// k transposed twice; then a Gemm(transB) + Relu FFN and an erf GELU in
-    /// another arrangement, and a block with no biases at all.
+    /// k transposed twice, v and the output projection without biases; then
+    /// FFNs with a Gemm(transB) + Relu, an erf GELU in another arrangement,
+    /// the Gelu op, and a tanh GELU written with h·h·h and a division by 2.
     @Test func scaledHeadsGemmAndActivationArrangements() throws {
         var b = GraphBuilder()
         let (d, h, dh, f) = (12, 2, 6, 10)
@@ -251,15 +255,25 @@ private struct GraphBuilder {
         let hidden = b.one(.add, [b.one(.matMul, [x2, b.weight([d, f])]), b.weight([f])])
         let erf = b.one(.erf, [b.one(.mul, [hidden, b.scalar(Float(1 / 2.0.squareRoot()))])])
         let gelu = b.one(.mul, [b.one(.mul, [hidden, b.scalar(0.5)]), b.one(.add, [b.scalar(1), erf])])
-        let y = b.one(.add, [b.one(.matMul, [gelu, b.weight([f, d])]), b.weight([d])])
+        let x3 = b.one(.add, [b.one(.matMul, [gelu, b.weight([f, d])]), b.weight([d])])
+
+        // The Gelu op (tanh approximation), then tanh GELU written out with h·h·h and a division by 2.
+        let x4 = b.one(.add, [b.one(.matMul, [b.one(.gelu, [b.one(.add, [b.one(.matMul, [x3, b.weight([d, f])]), b.weight([f])])], ["approximate": .string("tanh")]),
+                                              b.weight([f, d])]), b.weight([d])])
+        let h4 = b.one(.add, [b.one(.matMul, [x4, b.weight([d, f])]), b.weight([f])])
+        let cube = b.one(.mul, [b.one(.mul, [h4, h4]), h4])
+        let inner = b.one(.add, [b.one(.mul, [b.scalar(0.044715), cube]), h4])
+        let tanh = b.one(.tanh, [b.one(.mul, [b.scalar(Float((2 / Double.pi).squareRoot())), inner])])
+        let tanhGelu = b.one(.div, [b.one(.mul, [b.one(.add, [tanh, b.scalar(1)]), h4]), b.scalar(2)])
+        let y = b.one(.add, [b.one(.matMul, [tanhGelu, b.weight([f, d])]), b.weight([d])])
         b.output(y)
         let graph = b.graph
 
         var simplified = graph
         _ = try PassPipeline.run(&simplified, passes: PassPipeline.simplify)
         let (_, report) = try BlockDiscovery.run(simplified)
-        #expect(report.count(.attention) == 1 && report.count(.feedForward) == 2 && report.unmatched.isEmpty, "\(report.lines)")
-        #expect(report.blocks.filter { $0.kind == .feedForward }.map(\.activation) == ["relu", "gelu"])
+        #expect(report.count(.attention) == 1 && report.count(.feedForward) == 4 && report.unmatched.isEmpty, "\(report.lines)")
+        #expect(report.blocks.filter { $0.kind == .feedForward }.map(\.activation) == ["relu", "gelu", "gelu_tanh", "gelu_tanh"])
         let fused = try Self.fuseAndCompare(graph, Self.inputs(mask: false))
         let node = try #require(fused.nodes.first { $0.op == .attention })
         let a = try node.attentionAttributes()
@@ -267,8 +281,8 @@ private struct GraphBuilder {
         // Missing biases become zeros.
         let bv = try #require(fused.initializers[node.inputs[AttentionAttributes.Input.bv.rawValue]])
         #expect(bv.shape == [d] && bv.floats.allSatisfy { $0 == 0 })
-        #expect(fused.nodes.filter { $0.op == .feedForward }.count == 2)
-        #expect(!fused.nodes.contains { [.gemm, .matMul, .relu, .erf, .shape].contains($0.op) })
+        #expect(fused.nodes.filter { $0.op == .feedForward }.count == 4)
+        #expect(!fused.nodes.contains { [.gemm, .matMul, .relu, .erf, .tanh, .gelu, .shape].contains($0.op) })
     }
 
     @Test func inspectReportsBlocks() throws {
