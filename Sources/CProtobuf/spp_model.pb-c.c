@@ -682,7 +682,52 @@ void   spp__cost_level__free_unpacked
   assert(message->base.descriptor == &spp__cost_level__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor spp__model__field_descriptors[7] =
+void   spp__lookup_table__init
+                     (Spp__LookupTable         *message)
+{
+  static const Spp__LookupTable init_value = SPP__LOOKUP_TABLE__INIT;
+  *message = init_value;
+}
+size_t spp__lookup_table__get_packed_size
+                     (const Spp__LookupTable *message)
+{
+  assert(message->base.descriptor == &spp__lookup_table__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t spp__lookup_table__pack
+                     (const Spp__LookupTable *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &spp__lookup_table__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t spp__lookup_table__pack_to_buffer
+                     (const Spp__LookupTable *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &spp__lookup_table__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Spp__LookupTable *
+       spp__lookup_table__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Spp__LookupTable *)
+     protobuf_c_message_unpack (&spp__lookup_table__descriptor,
+                                allocator, len, data);
+}
+void   spp__lookup_table__free_unpacked
+                     (Spp__LookupTable *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &spp__lookup_table__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor spp__model__field_descriptors[8] =
 {
   {
     "format_version",
@@ -768,12 +813,25 @@ static const ProtobufCFieldDescriptor spp__model__field_descriptors[7] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lookup_tables",
+    9,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Spp__Model, n_lookup_tables),
+    offsetof(Spp__Model, lookup_tables),
+    &spp__lookup_table__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned spp__model__field_indices_by_name[] = {
   6,   /* field[6] = cost_table */
   3,   /* field[3] = data_size */
   0,   /* field[0] = format_version */
   1,   /* field[1] = graph */
+  7,   /* field[7] = lookup_tables */
   5,   /* field[5] = path */
   4,   /* field[4] = provenance */
   2,   /* field[2] = tensors */
@@ -782,7 +840,7 @@ static const ProtobufCIntRange spp__model__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 7, 5 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor spp__model__descriptor =
 {
@@ -792,7 +850,7 @@ const ProtobufCMessageDescriptor spp__model__descriptor =
   "Spp__Model",
   "spp",
   sizeof(Spp__Model),
-  7,
+  8,
   spp__model__field_descriptors,
   spp__model__field_indices_by_name,
   2,  spp__model__number_ranges,
@@ -2090,5 +2148,69 @@ const ProtobufCMessageDescriptor spp__cost_level__descriptor =
   spp__cost_level__field_indices_by_name,
   1,  spp__cost_level__number_ranges,
   (ProtobufCMessageInit) spp__cost_level__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor spp__lookup_table__field_descriptors[3] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Spp__LookupTable, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chunks",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Spp__LookupTable, n_chunks),
+    offsetof(Spp__LookupTable, chunks),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chunk_rows",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Spp__LookupTable, n_chunk_rows),
+    offsetof(Spp__LookupTable, chunk_rows),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned spp__lookup_table__field_indices_by_name[] = {
+  2,   /* field[2] = chunk_rows */
+  1,   /* field[1] = chunks */
+  0,   /* field[0] = name */
+};
+static const ProtobufCIntRange spp__lookup_table__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor spp__lookup_table__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "spp.LookupTable",
+  "LookupTable",
+  "Spp__LookupTable",
+  "spp",
+  sizeof(Spp__LookupTable),
+  3,
+  spp__lookup_table__field_descriptors,
+  spp__lookup_table__field_indices_by_name,
+  1,  spp__lookup_table__number_ranges,
+  (ProtobufCMessageInit) spp__lookup_table__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -117,3 +117,14 @@ extension Tensor {
         "[" + shape.map(String.init).joined(separator: ", ") + "]"
     }
 }
+
+extension Tensor {
+    /// A copy of rows `range` (along the first dimension).
+    public func rows(_ range: Range<Int>) -> Tensor {
+        precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0], "row range out of bounds")
+        let rowBytes = shape.dropFirst().reduce(1, *) * dtype.size
+        let out = Tensor(dtype: dtype, shape: [range.count] + shape.dropFirst())
+        out.rawPointer.copyMemory(from: rawPointer + range.lowerBound * rowBytes, byteCount: range.count * rowBytes)
+        return out
+    }
+}

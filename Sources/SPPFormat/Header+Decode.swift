@@ -9,6 +9,7 @@ struct DecodedHeader {
     var provenance: Provenance
     var pruningPath: PruningPath?
     var costTable: [CostLevel]
+    var lookupTables: [LookupTable]
     /// Offsets here are still relative to the data section.
     var entries: [TensorEntryInfo]
     var dataSize: Int
@@ -38,7 +39,9 @@ struct HeaderDecoder {
         if let p = m.pointee.provenance { provenance = decodeProvenance(p) }
         let pruningPath = try m.pointee.path.map { try decodePath($0) }
         let costTable = Self.values(m.pointee.cost_table, m.pointee.n_cost_table).compactMap { $0.map { decodeCost($0) } }
-        return DecodedHeader(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable, entries: entries, dataSize: dataSize)
+        let lookupTables = try Self.values(m.pointee.lookup_tables, m.pointee.n_lookup_tables).compactMap { try $0.map { try decodeLookupTable($0) } }
+        return DecodedHeader(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable,
+                             lookupTables: lookupTables, entries: entries, dataSize: dataSize)
     }
 
     // MARK: tensor table

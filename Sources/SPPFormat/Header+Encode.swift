@@ -17,7 +17,7 @@ struct PlannedEntry {
 /// Builds the protobuf-c `spp.Model` tree for a model and packs it.
 enum HeaderEncoder {
     static func encode(graph: Graph, provenance: Provenance, path: PruningPath?, costTable: [CostLevel],
-                       entries: [PlannedEntry], dataSize: Int) -> [UInt8] {
+                       lookupTables: [LookupTable], entries: [PlannedEntry], dataSize: Int) -> [UInt8] {
         let arena = CArena()
         let model = arena.message(spp__model__init)
         model.pointee.format_version = SPPFormat.currentVersion
@@ -27,6 +27,7 @@ enum HeaderEncoder {
         model.pointee.provenance = encodeProvenance(provenance, arena)
         if let path { model.pointee.path = encodePath(path, arena) }
         (model.pointee.n_cost_table, model.pointee.cost_table) = arena.messages(costTable) { encodeCost($0, arena) }
+        (model.pointee.n_lookup_tables, model.pointee.lookup_tables) = arena.messages(lookupTables) { encodeLookupTable($0, arena) }
 
         let message = UnsafeRawPointer(model).assumingMemoryBound(to: ProtobufCMessage.self)
         let size = protobuf_c_message_get_packed_size(message)

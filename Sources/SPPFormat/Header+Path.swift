@@ -30,6 +30,14 @@ extension HeaderEncoder {
         return m
     }
 
+    static func encodeLookupTable(_ t: LookupTable, _ arena: CArena) -> UnsafeMutablePointer<Spp__LookupTable> {
+        let m = arena.message(spp__lookup_table__init)
+        m.pointee.name = arena.string(t.name)
+        (m.pointee.n_chunks, m.pointee.chunks) = arena.strings(t.chunks)
+        (m.pointee.n_chunk_rows, m.pointee.chunk_rows) = arena.array(t.chunkRows.map { UInt64(clamping: $0) })
+        return m
+    }
+
     static func encodeCost(_ c: CostLevel, _ arena: CArena) -> UnsafeMutablePointer<Spp__CostLevel> {
         let m = arena.message(spp__cost_level__init)
         m.pointee.keep = c.keep
@@ -75,6 +83,16 @@ extension HeaderDecoder {
         return PruningPath(method: p.pointee.method.map { String(cString: $0) } ?? "", pairs: pairs,
                            prunableParameters: Int(clamping: p.pointee.prunable_params),
                            fixedParameters: Int(clamping: p.pointee.fixed_params))
+    }
+
+    func decodeLookupTable(_ m: UnsafePointer<Spp__LookupTable>) throws -> LookupTable {
+        let name = m.pointee.name.map { String(cString: $0) } ?? ""
+        let chunks = (0..<m.pointee.n_chunks).map { k in m.pointee.chunks?[k].map { String(cString: $0) } ?? "" }
+        let rows = Self.values(m.pointee.chunk_rows, m.pointee.n_chunk_rows).map { Int(clamping: $0) }
+        guard chunks.count == rows.count, !chunks.isEmpty else {
+            throw FormatError.headerInconsistent(path: path, reason: "lookup table '\(name)' has \(chunks.count) chunks and \(rows.count) row counts")
+        }
+        return LookupTable(name: name, chunks: chunks, chunkRows: rows)
     }
 
     func decodeCost(_ c: UnsafePointer<Spp__CostLevel>) -> CostLevel {

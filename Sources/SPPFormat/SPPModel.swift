@@ -9,11 +9,15 @@ public struct SPPModel: @unchecked Sendable {
     /// row-chunk tensors among the initializers.
     public var pruningPath: PruningPath?
     public var costTable: [CostLevel]
+    /// Constants stored in row chunks (their chunks are among the initializers).
+    public var lookupTables: [LookupTable]
 
-    public init(graph: Graph, provenance: Provenance, pruningPath: PruningPath? = nil, costTable: [CostLevel] = []) {
+    public init(graph: Graph, provenance: Provenance, pruningPath: PruningPath? = nil, costTable: [CostLevel] = [],
+                lookupTables: [LookupTable] = []) {
         self.graph = graph
         self.provenance = provenance
         self.pruningPath = pruningPath
         self.costTable = costTable
+        self.lookupTables = lookupTables
     }
 }

@@ -35,6 +35,8 @@ public final class SPPReader: Sendable {
     public let pruningPath: PruningPath?
     /// Cost per keep level (with a path).
     public let costTable: [CostLevel]
+    /// Constants stored in row chunks.
+    public let lookupTables: [LookupTable]
     /// The tensor table in file order.
     public let tensorEntries: [TensorEntryInfo]
     /// Absolute offset of the data section.
@@ -65,6 +67,7 @@ public final class SPPReader: Sendable {
             provenance = header.provenance
             pruningPath = header.pruningPath
             costTable = header.costTable
+            lookupTables = header.lookupTables
             dataOffset = header.dataOffset
             tensorEntries = header.entries
             index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -153,7 +156,8 @@ public final class SPPReader: Sendable {
             case nil: continue
             }
         }
-        return SPPModel(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable)
+        return SPPModel(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable,
+                        lookupTables: lookupTables)
     }
 
     // MARK: frames
@@ -205,6 +209,7 @@ public final class SPPReader: Sendable {
         var provenance: Provenance
         var pruningPath: PruningPath?
         var costTable: [CostLevel]
+        var lookupTables: [LookupTable]
         var entries: [TensorEntryInfo]
         var dataOffset: Int
     }
@@ -291,7 +296,8 @@ public final class SPPReader: Sendable {
                             rawSize: $0.rawSize, checksum: $0.checksum)
         }
         return (version, Header(graph: decoded.graph, provenance: decoded.provenance, pruningPath: decoded.pruningPath,
-                               costTable: decoded.costTable, entries: entries, dataOffset: dataOffset))
+                               costTable: decoded.costTable, lookupTables: decoded.lookupTables,
+                               entries: entries, dataOffset: dataOffset))
     }
 }
 

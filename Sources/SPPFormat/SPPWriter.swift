@@ -44,7 +44,8 @@ public enum SPPWriter {
         }
 
         let header = HeaderEncoder.encode(graph: model.graph, provenance: model.provenance, path: model.pruningPath,
-                                          costTable: model.costTable, entries: entries, dataSize: dataSize)
+                                          costTable: model.costTable, lookupTables: model.lookupTables,
+                                          entries: entries, dataSize: dataSize)
         var head: [UInt8] = SPPFormat.magic
         appendLE(&head, SPPFormat.currentVersion)
         appendLE(&head, UInt32(0))

@@ -14,9 +14,11 @@ public final class Model: @unchecked Sendable {
     public let costTable: [CostLevel]
     /// The keep ratio this model was loaded at.
     public let keep: Double
-    /// Bytes of tensor frames read from the file to build this model (a pruned
-    /// model at a low keep reads only the chunks it keeps).
-    public let storedBytesRead: Int
+    /// Bytes of tensor frames read from the file: when loading (a pruned model at
+    /// a low keep reads only the chunks it keeps) and since, for lookup-table rows.
+    public var storedBytesRead: Int { loadBytesRead + lookupSources.reduce(0) { $0 + $1.bytesRead } }
+    let loadBytesRead: Int
+    let lookupSources: [LookupSource]
 
     /// Loads and checks a `.spp` file; throws `FormatError` for a bad file and
     /// `RuntimeError` or `GraphError` for a graph the runtime cannot execute.
@@ -26,20 +28,18 @@ public final class Model: @unchecked Sendable {
         try self.init(reader: SPPReader(path: path), keep: keep, options: options)
     }
 
-    /// Loads from an open reader (only the tensors the keep level needs are read).
+    /// Loads from an open reader: only the tensors the keep level needs are read,
+    /// and lookup tables (token embeddings) are read by row when inputs use them.
     public init(reader: SPPReader, keep: Double = 1, options: RuntimeOptions = .init()) throws {
-        let graph: Graph
-        if reader.pruningPath == nil && keep == 1 {
-            graph = try reader.loadModel().graph
-            storedBytesRead = reader.tensorEntries.reduce(0) { $0 + $1.compressedSize }
-        } else {
-            (graph, storedBytesRead) = try PathLoader.load(reader, keep: keep)
-        }
-        program = try Program(graph: graph, options: options)
+        let (graph, bytesRead) = try PathLoader.load(reader, keep: keep)
+        let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
+        lookupSources = tables
+        program = try Program(graph: graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }))
         provenance = reader.provenance
         pruningPath = reader.pruningPath
         costTable = reader.costTable
         self.keep = keep
+        loadBytesRead = bytesRead
     }
 
     /// Wraps a graph already in memory (for example one just imported).
@@ -49,7 +49,8 @@ public final class Model: @unchecked Sendable {
         pruningPath = nil
         costTable = []
         keep = 1
-        storedBytesRead = 0
+        loadBytesRead = 0
+        lookupSources = []
     }
 
     public var inputs: [ValueInfo] { program.graph.inputs }

@@ -33,11 +33,14 @@ public enum PathLoader {
 
     /// The runnable graph at `keep` (the fused nodes get their kept units, ragged
     /// per head) and the stored bytes read to build it.
+    /// A model without a path loads at keep 1 only. Lookup-table chunks are left to `LookupSource`.
     public static func load(_ reader: SPPReader, keep: Double) throws -> (graph: Graph, bytesRead: Int) {
-        guard let path = reader.pruningPath else { throw RuntimeError.noPruningPath }
+        guard let path = reader.pruningPath ?? (keep == 1 ? PruningPath(method: "none", pairs: [], prunableParameters: 0, fixedParameters: 0) : nil) else {
+            throw RuntimeError.noPruningPath
+        }
         let counts = try keptUnits(path, keep: keep)
         var graph = reader.graphStructure
-        let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) })
+        let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) } + reader.lookupTables.flatMap(\.chunks))
         var bytesRead = 0
         for entry in reader.tensorEntries where !chunkNames.contains(entry.name) {
             graph.initializers[entry.name] = try reader.tensor(entry)

@@ -33,8 +33,12 @@ public final class Program: @unchecked Sendable {
     let outputSlots: [(name: String, slot: Int)]
     let constants: [(slot: Int, tensor: Tensor)]
 
-    public init(graph: Graph, options: RuntimeOptions = .init()) throws {
-        try graph.verify()
+    /// Tables read by row on demand (a `.spp`'s token embeddings), by value name.
+    let lookupTables: [String: LookupSource]
+
+    public init(graph: Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:]) throws {
+        try graph.verify(alsoDefined: Set(lookupTables.keys))
+        self.lookupTables = lookupTables
         self.graph = graph
         self.options = options
         var slots: [String: Int] = [:]
@@ -48,8 +52,8 @@ public final class Program: @unchecked Sendable {
         var lastUse: [Int: Int] = [:]
         var pending: [(Node, KernelFunction, [Int?], [Int])] = []
         for (i, node) in graph.nodes.enumerated() {
-            let kernel = try Program.makeKernel(node)
-            let ins = node.inputs.map { $0.isEmpty ? nil : slot($0) }
+            let kernel = try lookupKernel(node, lookupTables) ?? Program.makeKernel(node)
+            let ins = node.inputs.map { $0.isEmpty || lookupTables[$0] != nil ? nil : slot($0) }
             for s in ins.compactMap({ $0 }) { lastUse[s] = i }
             pending.append((node, kernel, ins, node.outputs.map(slot)))
         }
@@ -136,4 +140,16 @@ import Foundation
 
 enum ProcessInfoCores {
     static let count = ProcessInfo.processInfo.activeProcessorCount
+}
+
+/// A Gather on axis 0 from a lookup table reads its rows on demand.
+private func lookupKernel(_ node: Node, _ tables: [String: LookupSource]) throws -> Program.KernelFunction? {
+    guard node.op == .gather, let name = node.input(0), let table = tables[name] else { return nil }
+    guard try node.int("axis", default: 0) == 0 else {
+        throw RuntimeError.unsupportedOp(node: node.name, op: node.op.rawValue, reason: "lookup table '\(name)' is read on axis 0 only")
+    }
+    return { args in
+        guard args.count > 1, let indices = args[1] else { throw KernelError.invalidArgument("required input 1 is missing") }
+        return [try table.gather(indices)]
+    }
 }

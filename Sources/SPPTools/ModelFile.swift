@@ -23,14 +23,6 @@ public enum ModelFile {
         return [UInt8](head) == SPPFormat.magic
     }
 
-    /// The whole graph with its weights (for a `.spp`, every tensor is read).
-    public func loadGraph() throws -> Graph {
-        switch self {
-        case let .onnx(m): return m.graph
-        case let .spp(reader): return try reader.loadModel().graph
-        }
-    }
-
     /// A runnable model, at `keep` for a `.spp` with a pruning path.
     public func makeModel(keep: Double = 1, options: RuntimeOptions) throws -> Model {
         switch self {

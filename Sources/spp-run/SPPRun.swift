@@ -27,11 +27,11 @@ struct SPPRun: ParsableCommand {
                 named[String(spec[..<eq])] = try Npy.read(path: String(spec[spec.index(after: eq)...]))
             }
             let m = try ModelFile.open(model).makeModel(keep: keep, options: RuntimeOptions(threads: threads))
-            if m.pruningPath != nil {
-                Report.stderr(String(format: "keep %.2f: %@ parameters, %@ of tensor data read", keep,
-                                     Report.count(m.program.graph.parameterCount), Report.bytes(m.storedBytesRead)))
+            let outputs = try m.run(named)
+            if m.pruningPath != nil || m.storedBytesRead > 0 {
+                Report.stderr(String(format: "keep %.2f: %@ of stored tensor data read", keep, Report.bytes(m.storedBytesRead)))
             }
-            return try m.run(named)
+            return outputs
         }
         CommandLineErrors.report {
             try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)

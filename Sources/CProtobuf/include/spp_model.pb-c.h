@@ -30,6 +30,7 @@ typedef struct Spp__PruningPath Spp__PruningPath;
 typedef struct Spp__PrunablePair Spp__PrunablePair;
 typedef struct Spp__UnitTensor Spp__UnitTensor;
 typedef struct Spp__CostLevel Spp__CostLevel;
+typedef struct Spp__LookupTable Spp__LookupTable;
 
 
 /* --- enums --- */
@@ -93,10 +94,16 @@ struct  Spp__Model
    */
   size_t n_cost_table;
   Spp__CostLevel **cost_table;
+  /*
+   * Large tables read by row (token embeddings), stored in row chunks so a
+   * loader can fetch only the rows its inputs use.
+   */
+  size_t n_lookup_tables;
+  Spp__LookupTable **lookup_tables;
 };
 #define SPP__MODEL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&spp__model__descriptor) \
-    , 0, NULL, 0,NULL, 0, NULL, NULL, 0,NULL }
+    , 0, NULL, 0,NULL, 0, NULL, NULL, 0,NULL, 0,NULL }
 
 
 struct  Spp__Graph
@@ -422,6 +429,33 @@ struct  Spp__CostLevel
     , 0, 0, 0, 0, 0 }
 
 
+/*
+ * A constant that the graph only reads by row (the data input of Gather on axis 0).
+ * Its rows are stored as consecutive chunks; the constant itself has no tensor entry.
+ */
+struct  Spp__LookupTable
+{
+  ProtobufCMessage base;
+  /*
+   * the value name the graph reads
+   */
+  char *name;
+  /*
+   * tensor entries holding consecutive rows, in order
+   */
+  size_t n_chunks;
+  char **chunks;
+  /*
+   * rows in each chunk
+   */
+  size_t n_chunk_rows;
+  uint64_t *chunk_rows;
+};
+#define SPP__LOOKUP_TABLE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&spp__lookup_table__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+
+
 /* Spp__Model methods */
 void   spp__model__init
                      (Spp__Model         *message);
@@ -707,6 +741,25 @@ Spp__CostLevel *
 void   spp__cost_level__free_unpacked
                      (Spp__CostLevel *message,
                       ProtobufCAllocator *allocator);
+/* Spp__LookupTable methods */
+void   spp__lookup_table__init
+                     (Spp__LookupTable         *message);
+size_t spp__lookup_table__get_packed_size
+                     (const Spp__LookupTable   *message);
+size_t spp__lookup_table__pack
+                     (const Spp__LookupTable   *message,
+                      uint8_t             *out);
+size_t spp__lookup_table__pack_to_buffer
+                     (const Spp__LookupTable   *message,
+                      ProtobufCBuffer     *buffer);
+Spp__LookupTable *
+       spp__lookup_table__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   spp__lookup_table__free_unpacked
+                     (Spp__LookupTable *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Spp__Model_Closure)
@@ -754,6 +807,9 @@ typedef void (*Spp__UnitTensor_Closure)
 typedef void (*Spp__CostLevel_Closure)
                  (const Spp__CostLevel *message,
                   void *closure_data);
+typedef void (*Spp__LookupTable_Closure)
+                 (const Spp__LookupTable *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -778,6 +834,7 @@ extern const ProtobufCMessageDescriptor spp__prunable_pair__descriptor;
 extern const ProtobufCEnumDescriptor    spp__prunable_pair__kind__descriptor;
 extern const ProtobufCMessageDescriptor spp__unit_tensor__descriptor;
 extern const ProtobufCMessageDescriptor spp__cost_level__descriptor;
+extern const ProtobufCMessageDescriptor spp__lookup_table__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import SPPCore
+import SPPRuntime
+import SPPTools
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time a model on synthetic inputs; prints one JSON line (median and p90 latency, load time, peak RSS).")
+
+    @Argument(help: "A .spp or .onnx model.") var model: String
+    @Option(help: "Fraction of prunable parameters to keep (models with a pruning path).") var keep: Double = 1
+    @Option(help: "Batch size.") var batch: Int = 1
+    @Option(help: "Sequence length (text models) — image models use their fixed input size.") var seq: Int = 128
+    @Option(help: "Threads (0: one per core).") var threads: Int = 1
+    @Option(help: "Timed runs (after one warm-up run).") var runs: Int = 20
+
+    func run() throws {
+        CommandLineErrors.report {
+            let loadStart = Date()
+            let m = try ModelFile.open(model).makeModel(keep: keep, options: RuntimeOptions(threads: threads))
+            let load = Date().timeIntervalSince(loadStart)
+            let inputs = try BenchInputs.make(for: m.inputs, batch: batch, seq: seq)
+            _ = try m.run(inputs)
+            var times: [Double] = []
+            for _ in 0..<max(runs, 1) {
+                let t = Date()
+                _ = try m.run(inputs)
+                times.append(Date().timeIntervalSince(t) * 1000)
+            }
+            times.sort()
+            let median = times[times.count / 2]
+            let p90 = times[min(times.count - 1, Int(Double(times.count) * 0.9))]
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let fields: [(String, String)] = [
+                ("model", "\"\((model as NSString).lastPathComponent)\""), ("keep", String(keep)), ("batch", String(batch)),
+                ("seq", String(seq)), ("threads", String(threads)), ("runs", String(times.count)),
+                ("median_ms", String(format: "%.3f", median)), ("p90_ms", String(format: "%.3f", p90)),
+                ("load_ms", String(format: "%.1f", load * 1000)), ("peak_rss_mb", String(format: "%.1f", Double(usage.ru_maxrss) / 1024)),
+                ("parameters", String(m.program.graph.parameterCount)),
+            ]
+            print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+        }
+    }
+}
