@@ -194,20 +194,37 @@ public enum Attention {
                            mask: Term?, bias: Term?, b: Int, h: Int, i: Int) {
         mask?.add(to: row, count: count, b, h, i)
         bias?.add(to: row, count: count, b, h, i)
-        // As Normalization.softmax does it: maximum subtracted, one reciprocal.
-        var m = -Float.infinity
-        for j in 0..<count { m = Swift.max(m, row[j]) }
-        var sum: Float = 0
-        for j in 0..<count {
-            // expf is 0 below -103.97 anyway; skipping it avoids glibc's slow
-            // underflow path on every masked key.
-            let d = row[j] - m
-            let e = d < -104 ? 0 : expf(d)
-            row[j] = e
-            sum += e
+        // As Normalization.softmax does it (maximum subtracted, one reciprocal),
+        // 8 keys at a time; padding lanes are -∞ and so add 0.
+        typealias V = VectorMath.V
+        let raw = UnsafeMutableRawPointer(row)
+        let full = count & ~7
+        var mv = V(repeating: -.infinity)
+        var j = 0
+        while j < full {
+            let v = raw.loadUnaligned(fromByteOffset: j * 4, as: V.self)
+            mv = mv.replacing(with: v, where: v .> mv)
+            j += 8
         }
-        let inv = 1 / sum
-        for j in 0..<count { row[j] *= inv }
+        var m = mv.max()
+        for k in full..<count { m = Swift.max(m, row[k]) }
+        var sv = V()
+        j = 0
+        while j < full {
+            let e = VectorMath.exp(raw.loadUnaligned(fromByteOffset: j * 4, as: V.self) - m)
+            raw.storeBytes(of: e, toByteOffset: j * 4, as: V.self)
+            sv += e
+            j += 8
+        }
+        if full < count {
+            var v = V(repeating: -.infinity)
+            for k in full..<count { v[k - full] = row[k] }
+            let e = VectorMath.exp(v - m)
+            for k in full..<count { row[k] = e[k - full] }
+            sv += e
+        }
+        let inv = 1 / sv.sum()
+        for k in 0..<count { row[k] *= inv }
         if count < stride { (row + count).update(repeating: 0, count: stride - count) }
     }
 

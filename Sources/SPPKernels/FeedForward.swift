@@ -53,10 +53,7 @@ public enum FeedForward {
         case .gelu:
             for i in 0..<count { let v = p[i]; p[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
         case .geluTanh:
-            for i in 0..<count {
-                let v = p[i]
-                p[i] = 0.5 * v * (1 + tanhf(0.79788456080286536 * (v + 0.044715 * v * v * v)))
-            }
+            VectorMath.map(p, count: count) { v in 0.5 * v * (1 + VectorMath.tanh(0.79788456080286536 * (v + 0.044715 * v * v * v))) }
         case .relu:
             for i in 0..<count { p[i] = Swift.max(p[i], 0) }
         }

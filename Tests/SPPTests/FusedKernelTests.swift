@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import SPPCore
 import SPPGraph
-import SPPKernels
+@testable import SPPKernels
 import SPPRuntime
 
 /// A small deterministic generator (SplitMix64), so failures reproduce.
@@ -142,6 +142,27 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         let e = normalisedError(fast, naive)
         #expect(e < 1e-5, "\(c): normalised error \(e)")
         if c.inner == 0 { #expect(fast.floats.enumerated().allSatisfy { $0.element == b2.floats[$0.offset % d] }) }
+    }
+
+    /// The vectorised exp and tanh the kernels use, against Double.
+    @Test func vectorMathIsAccurate() {
+        var worstExp = 0.0, worstTanh = 0.0
+        var x: Float = -90
+        while x < 87.9 {
+            let v = VectorMath.V((0..<8).map { x + Float($0) * 0.0137 })
+            let e = VectorMath.exp(v), t = VectorMath.tanh(v * 0.1)
+            for k in 0..<8 {
+                let want = Foundation.exp(Double(v[k]))
+                if v[k] < -87.3 { #expect(e[k] == 0) } else { worstExp = max(worstExp, abs(Double(e[k]) - want) / want) }
+                worstTanh = max(worstTanh, abs(Double(t[k]) - Foundation.tanh(Double(v[k] * 0.1))))
+            }
+            x += 0.1093
+        }
+        #expect(worstExp < 5e-7, "exp relative error \(worstExp)")
+        #expect(worstTanh < 3e-7, "tanh absolute error \(worstTanh)")
+        let masked = VectorMath.exp(VectorMath.V(repeating: -.infinity))
+        #expect(masked == VectorMath.V(repeating: 0))
+        #expect(VectorMath.exp(VectorMath.V(repeating: 0)) == VectorMath.V(repeating: 1))
     }
 
     /// The fused nodes through the runtime, with their attributes read once at load.
