@@ -92,12 +92,12 @@ public enum Attention {
     }
 
     /// An additive score term seen as `[B, H, S, S]` through element strides (0 where broadcast).
-    struct Term {
+    public struct Term {
         let pointer: UnsafeMutablePointer<Float>
         /// Strides along batch, head, query and key.
         let sb: Int, sh: Int, si: Int, sj: Int
 
-        init(_ t: Tensor, target: [Int], what: String) throws {
+        public init(_ t: Tensor, target: [Int], what: String) throws {
             guard t.rank <= 4 else { throw KernelError.shapeMismatch("spp.Attention \(what) \(Tensor.describe(t.shape)) has rank above 4") }
             let shape = [Int](repeating: 1, count: 4 - t.rank) + t.shape
             var strides = [Int](repeating: 0, count: 4)
@@ -114,7 +114,7 @@ public enum Attention {
         }
 
         /// Adds row (b, h, i) of the term to the first `count` entries of `row`.
-        @inline(__always) func add(to row: UnsafeMutablePointer<Float>, count: Int, _ b: Int, _ h: Int, _ i: Int) {
+        @inline(__always) public func add(to row: UnsafeMutablePointer<Float>, count: Int, _ b: Int, _ h: Int, _ i: Int) {
             let base = pointer + b * sb + h * sh + i * si
             if sj == 0 {
                 let v = base[0]

@@ -24,7 +24,7 @@ enum AttentionProbe {
         let k = try Elementwise.arithmetic(.add, Linear.matMul(flat, weight(3)), weight(4))
         let width = qkRanks.reduce(0, +)
         let terms = try [node.input(9), node.input(10)].compactMap { $0.flatMap { values[$0] ?? graph.initializers[$0] } }
-            .map { try BroadcastTerm($0, target: [b, qkRanks.count, s, s]) }
+            .map { try Attention.Term($0, target: [b, qkRanks.count, s, s], what: "additive term") }
         let pq = q.pointer(as: Float.self), pk = k.pointer(as: Float.self)
         var result: [[[Float]]] = []
         var offset = 0
@@ -39,8 +39,8 @@ enum AttentionProbe {
                                      beta: 0, c: out.baseAddress!, ldc: s)
                     }
                 }
-                for t in terms {
-                    for i in 0..<s { for j in 0..<s { scores[i * s + j] += t.value(bi, h, i, j) } }
+                scores.withUnsafeMutableBufferPointer { p in
+                    for t in terms { for i in 0..<s { t.add(to: p.baseAddress! + i * s, count: s, bi, h, i) } }
                 }
                 for i in 0..<s {
                     let row = i * s
@@ -61,31 +61,5 @@ enum AttentionProbe {
             offset += r
         }
         return result
-    }
-}
-
-/// An additive score term read as [B, H, S, S] through broadcast strides, never expanded.
-struct BroadcastTerm {
-    let tensor: Tensor
-    let strides: [Int]
-
-    init(_ t: Tensor, target: [Int]) throws {
-        guard t.dtype == .float32, t.rank <= 4 else { throw KernelError.shapeMismatch("attention term \(Tensor.describe(t.shape)) is not float32 of rank ≤ 4") }
-        let shape = [Int](repeating: 1, count: 4 - t.rank) + t.shape
-        var strides = [Int](repeating: 0, count: 4)
-        var acc = 1
-        for i in stride(from: 3, through: 0, by: -1) {
-            guard shape[i] == 1 || shape[i] == target[i] else {
-                throw KernelError.shapeMismatch("attention term \(Tensor.describe(t.shape)) does not broadcast to \(Tensor.describe(target))")
-            }
-            strides[i] = shape[i] == 1 ? 0 : acc
-            acc *= shape[i]
-        }
-        tensor = t
-        self.strides = strides
-    }
-
-    @inline(__always) func value(_ b: Int, _ h: Int, _ i: Int, _ j: Int) -> Float {
-        tensor.pointer(as: Float.self)[b * strides[0] + h * strides[1] + i * strides[2] + j * strides[3]]
     }
 }

@@ -14,6 +14,9 @@ public struct Converter {
         case magnitude
         /// Whitened SVD rotation of QK and VO pairs, units ranked by their share of output energy on calibration data.
         case svd
+        /// Whitened rotation, then units ranked by the solution path of a Linearized Bregman
+        /// Iteration on their masks (block-wise distillation to the dense model).
+        case spp
     }
 
     public struct Options: Sendable {
@@ -27,6 +30,8 @@ public struct Converter {
         public var maxLength = 128
         public var samples = 512
         public var batchSize = 16
+        /// The dynamics of `--method spp`.
+        public var path = SolutionPath.Options()
         public init() {}
     }
 
@@ -95,7 +100,10 @@ public struct Converter {
                       "calibration": options.calibration.map { ($0 as NSString).lastPathComponent } ?? "",
                       "samples": String(options.samples), "max-length": String(options.maxLength)],
             passes: summary.passes.map { .init(name: $0.name, changes: $0.changes) })
-        try SPPWriter.write(SPPModel(graph: graph, provenance: provenance, pruningPath: path, costTable: costTable),
+        // Token embeddings are stored in row chunks, read on demand at run time.
+        let lookupTables = LookupTable.split(&graph)
+        try SPPWriter.write(SPPModel(graph: graph, provenance: provenance, pruningPath: path, costTable: costTable,
+                                     lookupTables: lookupTables),
                             to: output, compressionLevel: options.compressionLevel)
         summary.outputBytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         stage("write")
@@ -124,17 +132,57 @@ extension Converter {
             let strengths = try RotateAttention.apply(&graph, statistics: statistics)
             stage("rotation")
             return try UnitScoring.whitened(graph, strengths: strengths, statistics: statistics)
+        case .spp:
+            let batches = try calibrationBatches(graph, progress: progress)
+            stage("tokenize")
+            let statistics = try BlockStatistics.collect(graph: graph, batches: batches) { done, total in
+                if done == total || done % 8 == 0 { progress("calibration \(done)/\(total) batches") }
+            }
+            stage("calibration")
+            _ = try RotateAttention.apply(&graph, statistics: statistics)
+            stage("rotation")
+            // On a terminal the line rewrites itself; otherwise a line about every 10%.
+            let terminal = isatty(2) != 0
+            var nextTenth = 1
+            let scores = try SolutionPath.compute(graph: graph, batches: batches, statistics: statistics, options: options.path) { p in
+                if terminal {
+                    Report.progress(p.line)
+                } else if p.fraction * 10 >= Double(nextTenth) {
+                    while p.fraction * 10 >= Double(nextTenth) { nextTenth += 1 }
+                    progress(p.line)
+                }
+            }
+            if terminal { Report.progressDone() }
+            stage("solution path")
+            return scores
         }
     }
 
     /// The calibration set as model input batches: texts from a JSONL file through the tokenizer.
     func calibrationBatches(_ graph: Graph, progress: (String) -> Void) throws -> [[String: Tensor]] {
-        guard let file = options.calibration else { throw ConversionError.missingOption("--calibration FILE.jsonl") }
+        guard let file = options.calibration else { throw ConversionError.missingOption("--calibration FILE.jsonl (or a folder of .npy input sets)") }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+            let sets = try NpyInputSets.read(file, graphInputs: graph.inputs)
+            progress("calibration: \(sets.count) input sets from \(file)")
+            return sets
+        }
         guard let tokenizer = options.tokenizer else { throw ConversionError.missingOption("--tokenizer tokenizer.json") }
         let texts = try TextInputs.readJSONL(file, field: options.field, limit: options.samples)
         progress("calibration: \(texts.count) texts from \(file)")
         let encoder = try TextInputs(tokenizer: tokenizer, maxLength: options.maxLength, graphInputs: graph.inputs)
         return encoder.batches(texts, size: options.batchSize).map(\.inputs)
+    }
+}
+
+extension SolutionPath.Progress {
+    /// One status line, as the CLI prints it.
+    var line: String {
+        var line = String(format: "solution path: %@ %3.0f%%", stage.rawValue, 100 * fraction)
+        if units > 0 { line += " · \(entered)/\(units) units entered" }
+        line += String(format: " · %.0f s", elapsed)
+        if let eta { line += String(format: ", about %.0f s left", eta) }
+        return line
     }
 }
 

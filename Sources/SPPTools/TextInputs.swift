@@ -65,6 +65,7 @@ public enum ConversionError: Error, CustomStringConvertible {
     case unknownTextInput(String)
     case missingOption(String)
     case noBlocks
+    case badInputSets(String, String)
 
     public var description: String {
         switch self {
@@ -72,6 +73,7 @@ public enum ConversionError: Error, CustomStringConvertible {
         case let .badJSONL(path, line, reason): return "\(path) line \(line): \(reason)"
         case let .unknownTextInput(n): return "the model has an input '\(n)' that text cannot fill (only input_ids, attention_mask, token_type_ids)"
         case let .missingOption(o): return "this method needs \(o)"
+        case let .badInputSets(folder, reason): return "calibration folder \(folder): \(reason)"
         case .noBlocks: return "no attention or feed-forward block was found, so there is nothing to prune (see `spp inspect MODEL.onnx`)"
         }
     }

@@ -3,6 +3,7 @@ import Foundation
 import SPPCore
 import SPPFormat
 import SPPGraph
+import SPPPasses
 import SPPTools
 
 @main
@@ -11,7 +12,7 @@ struct SPP: ParsableCommand {
         commandName: "spp",
         abstract: "Convert transformer models from ONNX to the native .spp format and inspect them.",
         version: ToolVersion.current,
-        subcommands: [Convert.self, Inspect.self, Eval.self])
+        subcommands: [Convert.self, Inspect.self, Eval.self, Bench.self])
 }
 
 struct Convert: ParsableCommand {
@@ -28,6 +29,13 @@ struct Convert: ParsableCommand {
     @Option(help: "tokenizer.json for the calibration texts.") var tokenizer: String?
     @Option(help: "Tokens per calibration text, at most.") var maxLength: Int = 128
     @Option(help: "Calibration texts to use (the first K).") var samples: Int = 512
+    @Option(help: "spp: damping κ of the path (Γ = κ·shrink(Z, λ)).") var kappa: Double?
+    @Option(help: "spp: threshold λ a unit's Z must cross to enter the path.") var lambda: Double?
+    @Option(help: "spp: AdamW learning rate of the masks.") var lr: Double?
+    @Option(help: "spp: coupling ν between masks and the sparse estimate.") var nu: Double?
+    @Option(help: "spp: iterations of the path.") var iterations: Int?
+    @Option(help: "spp: block loss normalisation: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var pathLoss: String?
 
     func run() throws {
         guard let m = Converter.Method(rawValue: method) else {
@@ -42,6 +50,17 @@ struct Convert: ParsableCommand {
         options.tokenizer = tokenizer
         options.maxLength = maxLength
         options.samples = samples
+        if let kappa { options.path.kappa = kappa }
+        if let lambda { options.path.lambda = lambda }
+        if let lr { options.path.learningRate = lr }
+        if let nu { options.path.nu = nu }
+        if let iterations { options.path.iterations = iterations }
+        if let pathLoss {
+            guard let n = SolutionPath.Normalization(rawValue: pathLoss) else {
+                throw ValidationError("unknown --path-loss '\(pathLoss)'; available: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            options.path.normalization = n
+        }
         let summary = CommandLineErrors.report { try Converter(options: options).convert(input: input, output: output, progress: { Report.stderr("… " + $0) }) }
         print("converted \(input) → \(output)")
         print("  source: \(summary.producer.isEmpty ? "unknown producer" : summary.producer), opset \(summary.opsetVersion), \(Report.bytes(summary.sourceBytes))")

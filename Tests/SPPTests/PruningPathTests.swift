@@ -6,6 +6,7 @@ import SPPGraph
 import SPPONNX
 import SPPPasses
 import SPPRuntime
+import SPPTools
 
 /// The pruning path end to end on a tiny BERT: the rotation changes nothing,
 /// a path model at keep 1 is the dense model, and lower keep levels load
@@ -105,5 +106,36 @@ import SPPRuntime
         let file = dir.appendingPathComponent("dense.spp").path
         try SPPWriter.write(SPPModel(graph: graph, provenance: Provenance()), to: file)
         #expect(throws: RuntimeError.noPruningPath) { try Model(path: file, keep: 0.5) }
+    }
+}
+
+/// `spp convert --method svd` end to end, calibrated from a folder of .npy input sets.
+@Suite struct ConverterMethodTests {
+    @Test func svdFromNpyInputSets() throws {
+        let fixture = TestPaths.fixtures.appendingPathComponent("bert_tiny")
+        let dir = TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let set = dir.appendingPathComponent("calibration/set0")
+        try FileManager.default.createDirectory(at: set, withIntermediateDirectories: true)
+        var inputs: [String: Tensor] = [:]
+        for (k, name) in ["input_ids", "attention_mask", "token_type_ids"].enumerated() {
+            let t = try Npy.read(path: fixture.appendingPathComponent("input_\(k).npy").path)
+            try Npy.write(t, path: set.appendingPathComponent("\(name).npy").path)
+            inputs[name] = t
+        }
+        var options = Converter.Options()
+        options.method = .svd
+        options.calibration = dir.appendingPathComponent("calibration").path
+        let out = dir.appendingPathComponent("m.spp").path
+        let summary = try Converter(options: options).convert(input: fixture.appendingPathComponent("model.onnx").path, output: out)
+        #expect(summary.prunableParameters > 0)
+        let expected = try Npy.read(path: fixture.appendingPathComponent("output_0.npy").path)
+        let (ok, c) = Comparison.compare(try Model(path: out, keep: 1).run(inputs)["last_hidden_state"]!, expected, atol: 1e-4, rtol: 1e-4)
+        #expect(ok, "\(c)")
+        // A folder without input sets is a named error, and nothing is written.
+        options.calibration = dir.path + "/missing"
+        let bad = dir.appendingPathComponent("bad.spp").path
+        #expect(throws: (any Error).self) { try Converter(options: options).convert(input: fixture.appendingPathComponent("model.onnx").path, output: bad) }
+        #expect(!FileManager.default.fileExists(atPath: bad))
     }
 }
