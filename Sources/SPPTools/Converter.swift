@@ -123,24 +123,10 @@ extension Converter {
         case .magnitude:
             return try UnitScoring.magnitude(graph)
         case .svd:
-            let batches = try calibrationBatches(graph, progress: progress)
-            stage("tokenize")
-            let statistics = try BlockStatistics.collect(graph: graph, batches: batches) { done, total in
-                if done == total || done % 8 == 0 { progress("calibration \(done)/\(total) batches") }
-            }
-            stage("calibration")
-            let strengths = try RotateAttention.apply(&graph, statistics: statistics)
-            stage("rotation")
+            let (_, statistics, strengths) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
             return try UnitScoring.whitened(graph, strengths: strengths, statistics: statistics)
         case .spp:
-            let batches = try calibrationBatches(graph, progress: progress)
-            stage("tokenize")
-            let statistics = try BlockStatistics.collect(graph: graph, batches: batches) { done, total in
-                if done == total || done % 8 == 0 { progress("calibration \(done)/\(total) batches") }
-            }
-            stage("calibration")
-            _ = try RotateAttention.apply(&graph, statistics: statistics)
-            stage("rotation")
+            let (batches, statistics, _) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
             // On a terminal the line rewrites itself; otherwise a line about every 10%.
             let terminal = isatty(2) != 0
             var nextTenth = 1
@@ -156,6 +142,21 @@ extension Converter {
             stage("solution path")
             return scores
         }
+    }
+
+    /// What the data-aware methods share: calibration batches, block statistics of
+    /// the dense model, and the exact whitened rotation of every attention pair.
+    func calibrateAndRotate(_ graph: inout Graph, progress: (String) -> Void, stage: (String) -> Void) throws
+        -> ([[String: Tensor]], BlockStatistics, RotateAttention.Strengths) {
+        let batches = try calibrationBatches(graph, progress: progress)
+        stage("tokenize")
+        let statistics = try BlockStatistics.collect(graph: graph, batches: batches) { done, total in
+            if done == total || done % 8 == 0 { progress("calibration \(done)/\(total) batches") }
+        }
+        stage("calibration")
+        let strengths = try RotateAttention.apply(&graph, statistics: statistics)
+        stage("rotation")
+        return (batches, statistics, strengths)
     }
 
     /// The calibration set as model input batches: texts from a JSONL file through the tokenizer.
