@@ -118,10 +118,10 @@ public final class SPPReader: Sendable {
         return tensor
     }
 
-    /// Reads everything: the graph with all its initializers, and the provenance.
-    /// Tensors are decoded on two threads.
-    public func loadModel() throws -> SPPModel {
-        let entries = tensorEntries
+    /// Reads, checks and decodes several tensors on two threads, in `entries` order.
+    /// On failure it throws the first failing entry's error in that order, so the
+    /// error does not depend on thread timing.
+    public func tensors(_ entries: [TensorEntryInfo]) throws -> [Tensor] {
         var results = [Result<Tensor, Error>?](repeating: nil, count: entries.count)
         let lock = NSLock()
         var next = 0
@@ -146,16 +146,22 @@ public final class SPPReader: Sendable {
                 }
             }
         }
-        var graph = graphStructure
-        graph.initializers.reserveCapacity(entries.count)
-        // The first failure in file order, so the error does not depend on thread timing.
-        for (i, r) in results.enumerated() {
+        var tensors: [Tensor] = []
+        tensors.reserveCapacity(entries.count)
+        for r in results {
             switch r {
-            case let .success(t)?: graph.initializers[entries[i].name] = t
+            case let .success(t)?: tensors.append(t)
             case let .failure(error)?: throw error
-            case nil: continue
+            case nil: break
             }
         }
+        return tensors
+    }
+
+    /// Reads everything: the graph with all its initializers, and the provenance.
+    public func loadModel() throws -> SPPModel {
+        var graph = graphStructure
+        for (e, t) in zip(tensorEntries, try tensors(tensorEntries)) { graph.initializers[e.name] = t }
         return SPPModel(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable,
                         lookupTables: lookupTables)
     }

@@ -41,11 +41,9 @@ public enum PathLoader {
         let counts = try keptUnits(path, keep: keep)
         var graph = reader.graphStructure
         let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) } + reader.lookupTables.flatMap(\.chunks))
-        var bytesRead = 0
-        for entry in reader.tensorEntries where !chunkNames.contains(entry.name) {
-            graph.initializers[entry.name] = try reader.tensor(entry)
-            bytesRead += entry.compressedSize
-        }
+        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) }
+        for (entry, tensor) in zip(whole, try reader.tensors(whole)) { graph.initializers[entry.name] = tensor }
+        var bytesRead = whole.reduce(0) { $0 + $1.compressedSize }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (pair, n) in zip(path.pairs, counts) {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
