@@ -95,7 +95,7 @@ public enum Attention {
     public struct Term {
         let pointer: UnsafeMutablePointer<Float>
         /// Strides along batch, head, query and key.
-        let sb: Int, sh: Int, si: Int, sj: Int
+        public let sb: Int, sh: Int, si: Int, sj: Int
 
         public init(_ t: Tensor, target: [Int], what: String) throws {
             guard t.rank <= 4 else { throw KernelError.shapeMismatch("spp.Attention \(what) \(Tensor.describe(t.shape)) has rank above 4") }

@@ -261,10 +261,10 @@ final class BlockBuilder {
             return out
         }
         let q = project(wq, bq, a.qkWidth), k = project(wk, bk, a.qkWidth), v = project(wv, bv, a.voWidth)
-        let terms = try [node.input(9), node.input(10)].compactMap { name -> TermView? in
+        let terms = try [node.input(9), node.input(10)].compactMap { name -> Attention.Term? in
             guard let name else { return nil }
             guard let t = values[name] ?? constantTerms[name] else { return nil }
-            return try TermView(t, target: [b, a.heads, s, s], node: node)
+            return try Attention.Term(t, target: [b, a.heads, s, s], what: "additive term of node '\(node.name)'")
         }
         let termHeads = terms.contains { $0.sh != 0 } ? a.heads : 1
         for bi in 0..<b {
@@ -276,11 +276,7 @@ final class BlockBuilder {
             for h in 0..<termHeads {
                 for r in 0..<termRows {
                     let i = termRows == 1 ? 0 : positions[r]
-                    for j in 0..<s {
-                        var sum: Float = 0
-                        for t in terms { sum += t.value(bi, h, i, j) }
-                        term.pointer[(h * termRows + r) * s + j] = sum
-                    }
+                    for t in terms { t.add(to: term.pointer + (h * termRows + r) * s, count: s, bi, h, i) }
                 }
             }
             let qRows = FloatBuffer(count: n * a.qkWidth)
@@ -329,46 +325,5 @@ final class BlockBuilder {
             p.sequences = sequences
             return .attention(node: node.name, problem: p)
         }
-    }
-}
-
-/// An additive score term seen as [B, H, S, S] through element strides (0 where broadcast).
-struct TermView {
-    let tensor: Tensor
-    let sb: Int, sh: Int, si: Int, sj: Int
-
-    init(_ t: Tensor, target: [Int], node: Node) throws {
-        guard t.dtype == .float32, t.rank <= 4 else {
-            throw GraphError.shapeMismatch(node: node.name, op: node.op.rawValue, reason: "additive term \(Tensor.describe(t.shape)) is not float32 of rank ≤ 4")
-        }
-        let shape = [Int](repeating: 1, count: 4 - t.rank) + t.shape
-        var strides = [0, 0, 0, 0]
-        var acc = 1
-        for i in stride(from: 3, through: 0, by: -1) {
-            guard shape[i] == 1 || shape[i] == target[i] else {
-                throw GraphError.shapeMismatch(node: node.name, op: node.op.rawValue, reason: "additive term \(Tensor.describe(t.shape)) does not broadcast to \(Tensor.describe(target))")
-            }
-            strides[i] = shape[i] == 1 ? 0 : acc
-            acc *= shape[i]
-        }
-        tensor = t
-        (sb, sh, si, sj) = (strides[0], strides[1], strides[2], strides[3])
-    }
-
-    @inline(__always) func value(_ b: Int, _ h: Int, _ i: Int, _ j: Int) -> Float {
-        tensor.pointer(as: Float.self)[b * sb + h * sh + i * si + j * sj]
-    }
-}
-
-/// A small seeded generator (SplitMix64): the path is deterministic for a seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -7,22 +7,16 @@ import SPPRuntime
 
 /// A small deterministic generator (SplitMix64), so failures reproduce.
 struct SeededRandom {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
+    var generator: SplitMix64
+    init(_ seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { generator.next() }
 
     /// Uniform in [lo, hi].
     mutating func int(_ lo: Int, _ hi: Int) -> Int { lo + Int(next() % UInt64(hi - lo + 1)) }
 
     /// Uniform in [-scale, scale).
-    mutating func float(_ scale: Float = 1) -> Float { (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
+    mutating func float(_ scale: Float = 1) -> Float { generator.signedUnit() * scale }
 
     mutating func tensor(_ shape: [Int], scale: Float = 1) -> Tensor {
         Tensor((0..<shape.reduce(1, *)).map { _ in float(scale) }, shape: shape)

@@ -32,7 +32,7 @@ import Testing
     }
 
     @Test func xxhash64StreamingEqualsOneShot() {
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let data = (0..<1000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         for split in [0, 1, 7, 31, 32, 33, 100, 999, 1000] {
             for seed: UInt64 in [0, 42] {
@@ -56,7 +56,7 @@ import Testing
         let dir = scratchDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("source.bin")
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let data = (0..<(9 << 20) + 13).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         try Data(data).write(to: url)
         let (size, hash) = try XXHash64.hashFile(at: url.path)
@@ -199,7 +199,7 @@ import Testing
         let full = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         let headerLength = full[16..<24].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
         let mutated = dir.appendingPathComponent("mutated.spp")
-        var rng = SplitMix(seed: 11)
+        var rng = SplitMix64(seed: 11)
         var rejected = 0
         for round in 0..<1500 {
             var bytes = full
@@ -544,18 +544,6 @@ private func fileSize(_ path: String) throws -> Int {
     (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue ?? -1
 }
 
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
-}
 
 private func tensorBytes(_ t: Tensor) -> [UInt8] {
     Array(UnsafeRawBufferPointer(start: t.rawPointer, count: t.byteCount))
@@ -564,12 +552,12 @@ private func tensorBytes(_ t: Tensor) -> [UInt8] {
 /// A graph with several dtypes (including a scalar and an empty tensor), all
 /// attribute kinds, symbolic and unknown shapes, and a full provenance.
 private func sampleModel() -> SPPModel {
-    var rng = SplitMix(seed: 1)
+    var rng = SplitMix64(seed: 1)
     let half = Tensor(dtype: .float16, shape: [3])
     for (i, v) in [UInt16(0x3c00), 0xc000, 0x7bff].enumerated() { half.pointer(as: UInt16.self)[i] = v }
     let initializers: [String: Tensor] = [
-        "w": Tensor((0..<15).map { _ in rng.float() }, shape: [3, 5]),
-        "w2": Tensor((0..<20).map { _ in rng.float() }, shape: [5, 4]),
+        "w": Tensor((0..<15).map { _ in rng.signedUnit() }, shape: [3, 5]),
+        "w2": Tensor((0..<20).map { _ in rng.signedUnit() }, shape: [5, 4]),
         "ids": Tensor([Int64.min, -1, 0, Int64.max], shape: [4]),
         "mask": Tensor([true, false, true, true, false, false], shape: [2, 3]),
         "count": Tensor([Int32(-42)], shape: []),
