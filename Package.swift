@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "SPPGraph", dependencies: ["SPPCore"]),
         .target(name: "SPPKernels", dependencies: ["SPPCore", "CBLAS"]),
         .target(name: "SPPFormat", dependencies: ["SPPCore", "SPPGraph", "CZstd", "CProtobuf"]),
-        .target(name: "SPPRuntime", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat"]),
+        .target(name: "SPPRuntime", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "CBLAS"]),
         .target(name: "SPPTokenizers", dependencies: ["SPPCore"]),
         .target(name: "SPPONNX", dependencies: ["SPPCore", "SPPGraph", "CProtobuf"]),
         .target(name: "SPPPasses", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPRuntime", "CBLAS", "CLAPACK"]),

@@ -20,6 +20,16 @@ public struct BlockStatistics: Sendable {
         /// E|h_j| and E[h_j²] of the activation after the nonlinearity.
         public var meanAbs: [Double]
         public var meanSquare: [Double]
+        /// E[h] and Cov[h] (F×F), for the least-squares repair of W2.
+        public var mean: [Double]
+        public var covariance: Matrix
+
+        public init(meanAbs: [Double], meanSquare: [Double], mean: [Double], covariance: Matrix) {
+            self.meanAbs = meanAbs
+            self.meanSquare = meanSquare
+            self.mean = mean
+            self.covariance = covariance
+        }
     }
 
     public var attention: [String: AttentionStats] = [:]
@@ -52,6 +62,8 @@ public struct BlockStatistics: Sendable {
         var mixedSums: [String: [[Double]]] = [:]
         var absSums: [String: [Double]] = [:]
         var squareSums: [String: [Double]] = [:]
+        var hiddenSums: [String: [Double]] = [:]
+        var hiddenMoments: [String: [Double]] = [:]
         var counts: [String: Int] = [:]
         let graph: Graph
 
@@ -67,6 +79,8 @@ public struct BlockStatistics: Sendable {
                 let f = graph.initializers[n.inputs[1]]?.shape[1] ?? 0
                 absSums[n.name] = [Double](repeating: 0, count: f)
                 squareSums[n.name] = [Double](repeating: 0, count: f)
+                hiddenSums[n.name] = [Double](repeating: 0, count: f)
+                hiddenMoments[n.name] = [Double](repeating: 0, count: f * f)
             }
         }
 
@@ -140,15 +154,20 @@ public struct BlockStatistics: Sendable {
             h = try applyActivation(try node.string("activation", default: "gelu"), h)
             let flags: [Int]? = valid.flatMap { v in x.rank == 3 && v.shape == [x.shape[0], x.shape[1]] ? v.integers : nil }
             let ph = h.pointer(as: Float.self)
+            var rows: [Float] = []
+            rows.reserveCapacity(h.count)
             var n = 0
             for t in 0..<(x.count / d) where flags.map({ $0[t] != 0 }) ?? true {
                 for j in 0..<f {
                     let v = Double(ph[t * f + j])
                     absSums[node.name]![j] += abs(v)
                     squareSums[node.name]![j] += v * v
+                    hiddenSums[node.name]![j] += v
                 }
+                rows.append(contentsOf: UnsafeBufferPointer(start: ph + t * f, count: f))
                 n += 1
             }
+            Self.addMoment(&hiddenMoments[node.name]!, rows: rows, count: n, width: f)
             counts[node.name, default: 0] += n
         }
 
@@ -163,7 +182,12 @@ public struct BlockStatistics: Sendable {
             }
             for (name, sums) in absSums {
                 let n = Double(max(counts[name] ?? 0, 1))
-                out.feedForward[name] = FeedForwardStats(meanAbs: sums.map { $0 / n }, meanSquare: squareSums[name]!.map { $0 / n })
+                let f = sums.count
+                let mean = hiddenSums[name]!.map { $0 / n }
+                var covariance = Matrix(rows: f, cols: f, data: hiddenMoments[name]!.map { $0 / n })
+                for i in 0..<f { for j in 0..<f { covariance[i, j] -= mean[i] * mean[j] } }
+                out.feedForward[name] = FeedForwardStats(meanAbs: sums.map { $0 / n }, meanSquare: squareSums[name]!.map { $0 / n },
+                                                         mean: mean, covariance: covariance)
             }
             return out
         }

@@ -41,7 +41,10 @@ public enum PathBuilder {
     /// Chunks per pair: more chunks read less at low keep levels, at a little header cost.
     public static let chunksPerPair = 8
 
-    public static func build(_ graph: Graph, scores: UnitScores, method: String, referenceLength: Int = 128) throws -> Result {
+    /// `repair`: per FFN node, calibration statistics of its hidden activations; with them
+    /// the pair also stores what the load-time least-squares refit of W2 needs (see `FeedForwardRepair`).
+    public static func build(_ graph: Graph, scores: UnitScores, method: String, repair: [String: BlockStatistics.FeedForwardStats] = [:],
+                             ridge: Double = FeedForwardRepair.defaultRidge, referenceLength: Int = 128) throws -> Result {
         var g = graph
         var pairs: [PairLayout] = []
         var units: [Unit] = []
@@ -93,8 +96,16 @@ public enum PathBuilder {
             let members = byPair[p].sorted { $0.rank < $1.rank }
             let perm = Tensor(members.map { Int64($0.index) }, shape: [members.count])
             var tensors: [PrunablePair.UnitTensor] = []
-            for (role, rows) in layout.rows {
-                let sorted = try DataMovement.gather(rows, indices: perm, axis: 0)
+            var roleRows: [(String, Tensor)] = []
+            for (role, rows) in layout.rows { roleRows.append((role, try DataMovement.gather(rows, indices: perm, axis: 0))) }
+            if layout.kind == .feedForward, let stats = repair[layout.node.name] {
+                let w2 = roleRows.first { $0.0 == "w2" }!.1
+                let data = try FeedForwardRepair.make(w2: w2, stats: stats, order: members.map(\.index), ridge: ridge)
+                roleRows += [(FeedForwardRepair.Role.whitenedW2, data.whitenedW2), (FeedForwardRepair.Role.gramFactor, data.gramFactor),
+                             (FeedForwardRepair.Role.mean, data.mean)]
+                g.initializers[FeedForwardRepair.offsetName(layout.node.name)] = data.offset
+            }
+            for (role, sorted) in roleRows {
                 let (names, counts) = chunk(sorted, prefix: "\(layout.node.name)/\(layout.kind.rawValue)/\(role)", into: &g)
                 tensors.append(.init(role: role, chunks: names, chunkRows: counts))
             }

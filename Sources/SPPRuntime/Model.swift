@@ -24,14 +24,16 @@ public final class Model: @unchecked Sendable {
     /// `RuntimeError` or `GraphError` for a graph the runtime cannot execute.
     /// `keep` (0 < keep ≤ 1) is the fraction of prunable parameters kept, for a
     /// model converted with a pruning method; a dense model loads only at 1.
-    public convenience init(path: String, keep: Double = 1, options: RuntimeOptions = .init()) throws {
-        try self.init(reader: SPPReader(path: path), keep: keep, options: options)
+    /// `repair`: refit pruned feed-forward blocks by least squares where the file
+    /// stores their calibration statistics (off: plain truncation, to compare).
+    public convenience init(path: String, keep: Double = 1, repair: Bool = true, options: RuntimeOptions = .init()) throws {
+        try self.init(reader: SPPReader(path: path), keep: keep, repair: repair, options: options)
     }
 
     /// Loads from an open reader: only the tensors the keep level needs are read,
     /// and lookup tables (token embeddings) are read by row when inputs use them.
-    public init(reader: SPPReader, keep: Double = 1, options: RuntimeOptions = .init()) throws {
-        let (graph, bytesRead) = try PathLoader.load(reader, keep: keep)
+    public init(reader: SPPReader, keep: Double = 1, repair: Bool = true, options: RuntimeOptions = .init()) throws {
+        let (graph, bytesRead) = try PathLoader.load(reader, keep: keep, repair: repair)
         let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
         lookupSources = tables
         program = try Program(graph: graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }))

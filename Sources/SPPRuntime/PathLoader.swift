@@ -34,7 +34,8 @@ public enum PathLoader {
     /// The runnable graph at `keep` (the fused nodes get their kept units, ragged
     /// per head) and the stored bytes read to build it.
     /// A model without a path loads at keep 1 only. Lookup-table chunks are left to `LookupSource`.
-    public static func load(_ reader: SPPReader, keep: Double) throws -> (graph: Graph, bytesRead: Int) {
+    /// `repair`: refit pruned feed-forward blocks where the file stores what that needs (`FeedForwardRepair`).
+    public static func load(_ reader: SPPReader, keep: Double, repair: Bool = true) throws -> (graph: Graph, bytesRead: Int) {
         guard let path = reader.pruningPath ?? (keep == 1 ? PruningPath(method: "none", pairs: [], prunableParameters: 0, fixedParameters: 0) : nil) else {
             throw RuntimeError.noPruningPath
         }
@@ -48,8 +49,12 @@ public enum PathLoader {
         for (pair, n) in zip(path.pairs, counts) {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
             var node = graph.nodes[i]
+            // Repair data: the offset beside the pair, and unit rows read only when refitting below
+            // full size — instead of W2, which at full size is exact as stored.
+            let offset = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node))
+            let refit = repair && offset != nil && n < pair.ranks.count
             var rows: [String: Tensor] = [:]
-            for t in pair.tensors {
+            for t in pair.tensors where refit ? t.role != "w2" : !FeedForwardRepair.Role.all.contains(t.role) {
                 let (tensor, read) = try readRows(reader, t, count: n)
                 rows[t.role] = tensor
                 bytesRead += read
@@ -65,6 +70,15 @@ public enum PathLoader {
                     ranks[pair.heads[u]] += 1
                 }
                 node.attributes[pair.kind == .queryKey ? "qk_ranks" : "vo_ranks"] = .ints(ranks)
+            }
+            if refit, let offset {
+                guard let z = rows[FeedForwardRepair.Role.whitenedW2], let l = rows[FeedForwardRepair.Role.gramFactor],
+                      let mean = rows[FeedForwardRepair.Role.mean], let b2 = graph.initializers[node.inputs[4]] else {
+                    throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
+                }
+                let (w2, bias) = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
+                rows["w2"] = w2
+                graph.initializers[node.inputs[4]] = bias
             }
             for (role, input, transpose) in roles(pair.kind) {
                 guard let t = rows[role] else { throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its '\(role)' weights") }

@@ -4,6 +4,7 @@ import SPPFormat
 import SPPGraph
 import SPPONNX
 import SPPPasses
+import SPPRuntime
 
 /// `spp convert`: ONNX in, `.spp` out.
 public struct Converter {
@@ -32,6 +33,8 @@ public struct Converter {
         public var batchSize = 16
         /// The dynamics of `--method spp`.
         public var path = SolutionPath.Options()
+        /// Relative ridge of the load-time FFN refit whose statistics data-aware methods store; 0 stores none.
+        public var repairRidge = FeedForwardRepair.defaultRidge
         public init() {}
     }
 
@@ -80,8 +83,9 @@ public struct Converter {
 
         var path: PruningPath? = nil
         var costTable: [CostLevel] = []
-        if let scores = try unitScores(&graph, progress: progress, stage: stage) {
-            let built = try PathBuilder.build(graph, scores: scores, method: options.method.rawValue)
+        if let (scores, statistics) = try unitScores(&graph, progress: progress, stage: stage) {
+            let repair = options.repairRidge > 0 ? statistics?.feedForward ?? [:] : [:]
+            let built = try PathBuilder.build(graph, scores: scores, method: options.method.rawValue, repair: repair, ridge: options.repairRidge)
             graph = built.graph
             path = built.path
             costTable = built.costTable
@@ -113,18 +117,18 @@ public struct Converter {
 
 extension Converter {
     /// Ranks every prunable unit by the chosen method (nil for `none`). Data-aware
-    /// methods rotate the attention pairs of `graph` first.
-    func unitScores(_ graph: inout Graph, progress: (String) -> Void, stage: (String) -> Void) throws -> UnitScores? {
+    /// methods rotate the attention pairs of `graph` first and return their block statistics.
+    func unitScores(_ graph: inout Graph, progress: (String) -> Void, stage: (String) -> Void) throws -> (UnitScores, BlockStatistics?)? {
         if options.method == .none { return nil }
         guard graph.nodes.contains(where: { $0.op == .attention || $0.op == .feedForward }) else { throw ConversionError.noBlocks }
         switch options.method {
         case .none:
             return nil
         case .magnitude:
-            return try UnitScoring.magnitude(graph)
+            return (try UnitScoring.magnitude(graph), nil)
         case .svd:
             let (_, statistics, strengths) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
-            return try UnitScoring.whitened(graph, strengths: strengths, statistics: statistics)
+            return (try UnitScoring.whitened(graph, strengths: strengths, statistics: statistics), statistics)
         case .spp:
             let (batches, statistics, _) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
             // On a terminal the line rewrites itself; otherwise a line about every 10%.
@@ -140,7 +144,7 @@ extension Converter {
             }
             if terminal { Report.progressDone() }
             stage("solution path")
-            return scores
+            return (scores, statistics)
         }
     }
 

@@ -24,12 +24,12 @@ public enum ModelFile {
     }
 
     /// A runnable model, at `keep` for a `.spp` with a pruning path.
-    public func makeModel(keep: Double = 1, options: RuntimeOptions) throws -> Model {
+    public func makeModel(keep: Double = 1, repair: Bool = true, options: RuntimeOptions) throws -> Model {
         switch self {
         case let .onnx(m):
             guard keep == 1 else { throw RuntimeError.noPruningPath }
             return try Model(graph: m.graph, options: options)
-        case let .spp(reader): return try Model(reader: reader, keep: keep, options: options)
+        case let .spp(reader): return try Model(reader: reader, keep: keep, repair: repair, options: options)
         }
     }
 }

@@ -16,6 +16,7 @@ struct SPPRun: ParsableCommand {
     @Option(help: "Directory for the outputs, one <output name>.npy each.") var outputDir: String
     @Option(help: "Threads (0: one per core).") var threads: Int = 0
     @Option(help: "Fraction of prunable parameters to keep (0 < R ≤ 1), for a model converted with a pruning method.") var keep: Double = 1
+    @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).") var repair = true
 
     func run() throws {
         let outputs: [String: Tensor] = CommandLineErrors.report {
@@ -26,7 +27,7 @@ struct SPPRun: ParsableCommand {
                 }
                 named[String(spec[..<eq])] = try Npy.read(path: String(spec[spec.index(after: eq)...]))
             }
-            let m = try ModelFile.open(model).makeModel(keep: keep, options: RuntimeOptions(threads: threads))
+            let m = try ModelFile.open(model).makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads))
             let outputs = try m.run(named)
             if m.pruningPath != nil || m.storedBytesRead > 0 {
                 Report.stderr(String(format: "keep %.2f: %@ of stored tensor data read", keep, Report.bytes(m.storedBytesRead)))

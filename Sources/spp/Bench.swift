@@ -11,6 +11,7 @@ struct Bench: ParsableCommand {
 
     @Argument(help: "A .spp or .onnx model.") var model: String
     @Option(help: "Fraction of prunable parameters to keep (models with a pruning path).") var keep: Double = 1
+    @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).") var repair = true
     @Option(help: "Batch size.") var batch: Int = 1
     @Option(help: "Sequence length (text models) — image models use their fixed input size.") var seq: Int = 128
     @Option(help: "Threads (0: one per core).") var threads: Int = 1
@@ -19,7 +20,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         CommandLineErrors.report {
             let loadStart = Date()
-            let m = try ModelFile.open(model).makeModel(keep: keep, options: RuntimeOptions(threads: threads))
+            let m = try ModelFile.open(model).makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads))
             let load = Date().timeIntervalSince(loadStart)
             let inputs = try BenchInputs.make(for: m.inputs, batch: batch, seq: seq)
             _ = try m.run(inputs)

@@ -10,6 +10,7 @@ struct Eval: ParsableCommand {
 
     @Argument(help: "A .spp or .onnx embedding model.") var model: String
     @Option(help: "Fraction of prunable parameters to keep (models with a pruning path).") var keep: Double = 1
+    @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).") var repair = true
     @Option(help: "JSONL of pairs with a query and a document field.") var pairs: String
     @Option(help: "tokenizer.json of the model.") var tokenizer: String
     @Option(help: "Field of the query text.") var queryField: String = "query"
@@ -25,7 +26,7 @@ struct Eval: ParsableCommand {
             let documents = try TextInputs.readJSONL(pairs, field: documentField, limit: limit)
             let file = try ModelFile.open(model)
             let options = RuntimeOptions(threads: threads)
-            let m = try file.makeModel(keep: keep, options: options)
+            let m = try file.makeModel(keep: keep, repair: repair, options: options)
             let inputs = try TextInputs(tokenizer: tokenizer, maxLength: maxLength, graphInputs: m.inputs)
             func embedAll(_ model: Model, _ label: String) throws -> ([Float], [Float], Int) {
                 let total = queries.count + documents.count

@@ -34,6 +34,7 @@ struct Convert: ParsableCommand {
     @Option(help: "spp: AdamW learning rate of the masks.") var lr: Double?
     @Option(help: "spp: coupling ν between masks and the sparse estimate.") var nu: Double?
     @Option(help: "spp: iterations of the path.") var iterations: Int?
+    @Option(help: "Relative ridge of the load-time least-squares refit of pruned FFN blocks (svd, spp); 0 stores no refit data.") var repairRidge: Double = Converter.Options().repairRidge
     @Option(help: "spp: block loss normalisation: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", ")).")
     var pathLoss: String?
 
@@ -55,6 +56,7 @@ struct Convert: ParsableCommand {
         if let lr { options.path.learningRate = lr }
         if let nu { options.path.nu = nu }
         if let iterations { options.path.iterations = iterations }
+        options.repairRidge = repairRidge
         if let pathLoss {
             guard let n = SolutionPath.Normalization(rawValue: pathLoss) else {
                 throw ValidationError("unknown --path-loss '\(pathLoss)'; available: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", "))")
