@@ -15,7 +15,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch size.") var batch: Int = 1
     @Option(help: "Sequence length (text models) — image models use their fixed input size.") var seq: Int = 128
     @Option(help: "Threads (0: one per core).") var threads: Int = 1
-    @Option(help: "Timed runs (after one warm-up run).") var runs: Int = 20
+    @Option(help: "Timed runs.") var runs: Int = 20
+    @Option(help: "Untimed runs before them.") var warmup: Int = 1
 
     func run() throws {
         CommandLineErrors.report {
@@ -24,7 +25,7 @@ struct Bench: ParsableCommand {
             let m = try file.makeModel(keep: keep, options: RuntimeOptions(threads: threads))
             let load = Date().timeIntervalSince(loadStart)
             let inputs = try BenchInputs.make(for: m.inputs, batch: batch, seq: seq)
-            _ = try m.run(inputs)
+            for _ in 0..<max(warmup, 0) { _ = try m.run(inputs) }
             var times: [Double] = []
             for _ in 0..<max(runs, 1) {
                 let t = Date()
@@ -47,7 +48,7 @@ struct Bench: ParsableCommand {
             var shapes = file.lookupTableShapes
             for (name, t) in inputs { shapes[name] = (t.dtype, t.shape) }
             if let flops = try? FlopCount.count(m.program.graph, shapes: shapes) {
-                fields.append(("gflop", String(format: "%.4f", Double(flops) / 1e9)))
+                fields.append(("flops", String(flops)))
                 fields.append(("gflops_per_s", String(format: "%.2f", Double(flops) / 1e9 / (median / 1000))))
             }
             print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
