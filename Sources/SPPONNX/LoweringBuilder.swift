@@ -121,12 +121,12 @@ final class LoweringBuilder {
 
     /// `num_outputs` (opset 18) allows a smaller last part; opset 17 splits equally
     /// by the number of outputs, or by explicit sizes.
-    func split(_ node: Node) {
+    func split(_ node: Node) throws {
         var n = node
-        guard let parts = try? node.int("num_outputs") else { nodes.append(node); return }
+        guard let parts = try node.int("num_outputs") else { nodes.append(node); return }
         n.attributes["num_outputs"] = nil
         if node.input(1) == nil, let x = node.input(0), let shape = infos[x]?.shape, parts > 0 {
-            let axis = (try? node.int("axis", default: 0)) ?? 0
+            let axis = try node.int("axis", default: 0)
             let a = axis < 0 ? axis + shape.count : axis
             if a >= 0, a < shape.count, let d = shape[a].fixedValue, d % parts != 0 {
                 let chunk = (d + parts - 1) / parts

@@ -52,7 +52,7 @@ public enum ONNXLowering {
             case .feedForward: try b.feedForward(node)
             case .gelu: try b.gelu(node)
             case .reduceMean, .reduceMax, .reduceMin, .reduceProd: try b.reduceWithAxesAttribute(node)
-            case .split: b.split(node)
+            case .split: try b.split(node)
             case .softmax, .logSoftmax: try b.softmax(node)
             // In their opset-17 form already (ReduceSum, Squeeze, Unsqueeze take axes as inputs since 13).
             case .add, .sub, .mul, .div, .pow, .mod, .max, .min, .equal, .less, .lessOrEqual, .greater, .greaterOrEqual,
