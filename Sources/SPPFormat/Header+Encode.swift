@@ -1,4 +1,5 @@
 import CProtobuf
+import SPPProtobuf
 import SPPCore
 import SPPGraph
 

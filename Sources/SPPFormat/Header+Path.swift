@@ -1,4 +1,5 @@
 import CProtobuf
+import SPPProtobuf
 
 /// Encoding and decoding of the pruning path and the cost table.
 extension HeaderEncoder {

@@ -155,9 +155,8 @@ public enum PathBuilder {
                 guard let node = nodes[pair.node] else { continue }
                 let d = graph.initializers[node.inputs[1]]?.shape[0] ?? 0
                 switch pair.kind {
-                case .queryKey: flops += 2 * l * d * 2 * n + 2 * l * l * n
-                case .valueOutput: flops += 2 * l * d * 2 * n + 2 * l * l * n
-                case .feedForward: flops += 2 * l * d * 2 * n
+                case .queryKey, .valueOutput: flops += FlopCount.attentionPair(units: n, hidden: d, batch: 1, seq: l)
+                case .feedForward: flops += FlopCount.feedForward(units: n, hidden: d, tokens: l)
                 }
             }
             return CostLevel(keep: Float(keep), parameters: params, flops: flops, weightBytes: params * 4, referenceLength: l)

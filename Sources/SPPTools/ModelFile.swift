@@ -23,6 +23,18 @@ public enum ModelFile {
         return [UInt8](head) == SPPFormat.magic
     }
 
+    /// Types and shapes of the lookup tables a `.spp` reads by row at run time
+    /// (a loaded model's graph reads them without holding them as constants).
+    public var lookupTableShapes: [String: (dtype: DType?, shape: [Int])] {
+        guard case let .spp(reader) = self else { return [:] }
+        var out: [String: (dtype: DType?, shape: [Int])] = [:]
+        for table in reader.lookupTables {
+            guard let first = table.chunks.first.flatMap({ reader.entry(named: $0) }) else { continue }
+            out[table.name] = (first.dtype, [table.chunkRows.reduce(0, +)] + first.shape.dropFirst())
+        }
+        return out
+    }
+
     /// A runnable model, at `keep` for a `.spp` with a pruning path.
     public func makeModel(keep: Double = 1, repair: Bool = true, options: RuntimeOptions) throws -> Model {
         switch self {

@@ -2,12 +2,13 @@ import ArgumentParser
 import Foundation
 import Glibc
 import SPPCore
+import SPPGraph
 import SPPRuntime
 import SPPTools
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time a model on synthetic inputs; prints one JSON line (median and p90 latency, load time, peak RSS).")
+        abstract: "Time a model on synthetic inputs; prints one JSON line (median and p90 latency, load time, peak RSS, achieved GFLOP/s).")
 
     @Argument(help: "A .spp or .onnx model.") var model: String
     @Option(help: "Fraction of prunable parameters to keep (models with a pruning path).") var keep: Double = 1
@@ -15,15 +16,17 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch size.") var batch: Int = 1
     @Option(help: "Sequence length (text models) — image models use their fixed input size.") var seq: Int = 128
     @Option(help: "Threads (0: one per core).") var threads: Int = 1
-    @Option(help: "Timed runs (after one warm-up run).") var runs: Int = 20
+    @Option(help: "Timed runs.") var runs: Int = 20
+    @Option(help: "Untimed runs before them.") var warmup: Int = 1
 
     func run() throws {
         CommandLineErrors.report {
             let loadStart = Date()
-            let m = try ModelFile.open(model).makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads))
+            let file = try ModelFile.open(model)
+            let m = try file.makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads))
             let load = Date().timeIntervalSince(loadStart)
             let inputs = try BenchInputs.make(for: m.inputs, batch: batch, seq: seq)
-            _ = try m.run(inputs)
+            for _ in 0..<max(warmup, 0) { _ = try m.run(inputs) }
             var times: [Double] = []
             for _ in 0..<max(runs, 1) {
                 let t = Date()
@@ -35,13 +38,20 @@ struct Bench: ParsableCommand {
             let p90 = times[min(times.count - 1, Int(Double(times.count) * 0.9))]
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
-            let fields: [(String, String)] = [
+            var fields: [(String, String)] = [
                 ("model", "\"\((model as NSString).lastPathComponent)\""), ("keep", String(keep)), ("batch", String(batch)),
                 ("seq", String(seq)), ("threads", String(threads)), ("runs", String(times.count)),
                 ("median_ms", String(format: "%.3f", median)), ("p90_ms", String(format: "%.3f", p90)),
                 ("load_ms", String(format: "%.1f", load * 1000)), ("peak_rss_mb", String(format: "%.1f", Double(usage.ru_maxrss) / 1024)),
                 ("parameters", String(m.program.graph.parameterCount)),
             ]
+            // Achieved throughput: the matrix-product FLOPs of this graph for these inputs over the median time.
+            var shapes = file.lookupTableShapes
+            for (name, t) in inputs { shapes[name] = (t.dtype, t.shape) }
+            if let flops = try? FlopCount.count(m.program.graph, shapes: shapes) {
+                fields.append(("flops", String(flops)))
+                fields.append(("gflops_per_s", String(format: "%.2f", Double(flops) / 1e9 / (median / 1000))))
+            }
             print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
         }
     }

@@ -12,7 +12,7 @@ struct SPP: ParsableCommand {
         commandName: "spp",
         abstract: "Convert transformer models from ONNX to the native .spp format and inspect them.",
         version: ToolVersion.current,
-        subcommands: [Convert.self, Inspect.self, Eval.self, Bench.self])
+        subcommands: [Convert.self, Inspect.self, Eval.self, Bench.self, Export.self])
 }
 
 struct Convert: ParsableCommand {

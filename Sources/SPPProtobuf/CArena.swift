@@ -9,13 +9,15 @@ import CProtobuf
 /// and packed; everything is freed together when the arena goes away. Why:
 /// protobuf-c messages are plain C structs of pointers, and tracking each
 /// allocation separately in Swift would be error-prone.
-final class CArena {
+public final class CArena {
     private var blocks: [UnsafeMutableRawPointer] = []
+
+    public init() {}
 
     deinit { for b in blocks { free(b) } }
 
     /// `count` zeroed values of `T`.
-    func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+    public func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
         let bytes = max(1, count) * MemoryLayout<T>.stride
         guard let raw = calloc(1, bytes) else { fatalError("out of memory allocating \(bytes) bytes") }
         blocks.append(raw)
@@ -23,14 +25,14 @@ final class CArena {
     }
 
     /// A message of type `T`, initialised by protobuf-c's `init` function.
-    func message<T>(_ initialize: (UnsafeMutablePointer<T>) -> Void) -> UnsafeMutablePointer<T> {
+    public func message<T>(_ initialize: (UnsafeMutablePointer<T>) -> Void) -> UnsafeMutablePointer<T> {
         let p = allocate(T.self, count: 1)
         initialize(p)
         return p
     }
 
     /// An array of message pointers, one per element of `items`.
-    func messages<S: Collection, T>(_ items: S, _ make: (S.Element) -> UnsafeMutablePointer<T>)
+    public func messages<S: Collection, T>(_ items: S, _ make: (S.Element) -> UnsafeMutablePointer<T>)
         -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<T>?>?) {
         guard !items.isEmpty else { return (0, nil) }
         let array = allocate(UnsafeMutablePointer<T>?.self, count: items.count)
@@ -39,33 +41,33 @@ final class CArena {
     }
 
     /// A NUL-terminated copy of `s`.
-    func string(_ s: String) -> UnsafeMutablePointer<CChar> {
+    public func string(_ s: String) -> UnsafeMutablePointer<CChar> {
         let utf8 = Array(s.utf8)
         let p = allocate(CChar.self, count: utf8.count + 1)
         utf8.withUnsafeBytes { UnsafeMutableRawPointer(p).copyMemory(from: $0.baseAddress!, byteCount: utf8.count) }
         return p
     }
 
-    func strings(_ items: [String]) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
+    public func strings(_ items: [String]) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
         guard !items.isEmpty else { return (0, nil) }
         let array = allocate(UnsafeMutablePointer<CChar>?.self, count: items.count)
         for (i, s) in items.enumerated() { array[i] = string(s) }
         return (items.count, array)
     }
 
-    func bytes(_ s: String) -> ProtobufCBinaryData {
+    public func bytes(_ s: String) -> ProtobufCBinaryData {
         let utf8 = Array(s.utf8)
         return utf8.withUnsafeBytes { bytes($0) }
     }
 
-    func bytes(_ src: UnsafeRawBufferPointer) -> ProtobufCBinaryData {
+    public func bytes(_ src: UnsafeRawBufferPointer) -> ProtobufCBinaryData {
         guard src.count > 0 else { return ProtobufCBinaryData(len: 0, data: nil) }
         let p = allocate(UInt8.self, count: src.count)
         UnsafeMutableRawPointer(p).copyMemory(from: src.baseAddress!, byteCount: src.count)
         return ProtobufCBinaryData(len: src.count, data: p)
     }
 
-    func array<T>(_ items: [T]) -> (Int, UnsafeMutablePointer<T>?) {
+    public func array<T>(_ items: [T]) -> (Int, UnsafeMutablePointer<T>?) {
         guard !items.isEmpty else { return (0, nil) }
         let p = allocate(T.self, count: items.count)
         for (i, v) in items.enumerated() { p[i] = v }
