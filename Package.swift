@@ -28,7 +28,9 @@ let package = Package(
 
         .target(name: "SPPCore"),
         .target(name: "SPPGraph", dependencies: ["SPPCore"]),
-        .target(name: "SPPKernels", dependencies: ["SPPCore", "CBLAS"]),
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        .target(name: "CKernels"),
+        .target(name: "SPPKernels", dependencies: ["SPPCore", "CBLAS", "CDNNL", "CKernels"]),
         .target(name: "SPPFormat", dependencies: ["SPPCore", "SPPGraph", "CZstd", "CProtobuf", "SPPProtobuf"]),
         .target(name: "SPPRuntime", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "CBLAS"]),
         .target(name: "SPPTokenizers", dependencies: ["SPPCore"]),
@@ -45,7 +47,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "SPPTests",
-                    dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "SPPRuntime", "SPPONNX", "SPPPasses", "SPPTokenizers", "SPPTools", "spp", "spp-run"],
+                    dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "SPPRuntime", "SPPONNX", "SPPPasses", "SPPTokenizers", "SPPTools", "CKernels", "spp", "spp-run"],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]

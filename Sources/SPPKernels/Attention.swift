@@ -1,3 +1,4 @@
+import CKernels
 import Glibc
 import SPPCore
 
@@ -194,37 +195,7 @@ public enum Attention {
                            mask: Term?, bias: Term?, b: Int, h: Int, i: Int) {
         mask?.add(to: row, count: count, b, h, i)
         bias?.add(to: row, count: count, b, h, i)
-        // As Normalization.softmax does it (maximum subtracted, one reciprocal),
-        // 8 keys at a time; padding lanes are -∞ and so add 0.
-        typealias V = VectorMath.V
-        let raw = UnsafeMutableRawPointer(row)
-        let full = count & ~7
-        var mv = V(repeating: -.infinity)
-        var j = 0
-        while j < full {
-            let v = raw.loadUnaligned(fromByteOffset: j * 4, as: V.self)
-            mv = mv.replacing(with: v, where: v .> mv)
-            j += 8
-        }
-        var m = mv.max()
-        for k in full..<count { m = Swift.max(m, row[k]) }
-        var sv = V()
-        j = 0
-        while j < full {
-            let e = VectorMath.exp(raw.loadUnaligned(fromByteOffset: j * 4, as: V.self) - m)
-            raw.storeBytes(of: e, toByteOffset: j * 4, as: V.self)
-            sv += e
-            j += 8
-        }
-        if full < count {
-            var v = V(repeating: -.infinity)
-            for k in full..<count { v[k - full] = row[k] }
-            let e = VectorMath.exp(v - m)
-            for k in full..<count { row[k] = e[k - full] }
-            sv += e
-        }
-        let inv = 1 / sv.sum()
-        for k in 0..<count { row[k] *= inv }
+        spp_softmax(row, count)
         if count < stride { (row + count).update(repeating: 0, count: stride - count) }
     }
 

@@ -1,3 +1,4 @@
+import CKernels
 import Glibc
 import SPPCore
 
@@ -46,6 +47,11 @@ public enum Elementwise {
         let out = Tensor(dtype: .float32, shape: a.shape)
         let x = a.pointer(as: Float.self), y = b.pointer(as: Float.self), o = out.pointer(as: Float.self)
         let n = b.count
+        if case .add = op, n > 1 {
+            // Residual and bias adds, the common case, through the vectorised C loop.
+            for base in stride(from: 0, to: a.count, by: n) { spp_add(x + base, y, o + base, n) }
+            return out
+        }
         if n == 1 {
             let s = y[0]
             for i in 0..<a.count { o[i] = f(x[i], s) }

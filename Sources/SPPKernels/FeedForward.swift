@@ -1,3 +1,4 @@
+import CKernels
 import Glibc
 import SPPCore
 
@@ -51,9 +52,9 @@ public enum FeedForward {
     static func apply(_ activation: Activation, _ p: UnsafeMutablePointer<Float>, count: Int) {
         switch activation {
         case .gelu:
-            for i in 0..<count { let v = p[i]; p[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
+            spp_gelu_erf(p, count)
         case .geluTanh:
-            VectorMath.map(p, count: count) { v in 0.5 * v * (1 + VectorMath.tanh(0.79788456080286536 * (v + 0.044715 * v * v * v))) }
+            spp_gelu_tanh(p, count)
         case .relu:
             for i in 0..<count { p[i] = Swift.max(p[i], 0) }
         }

@@ -1,12 +1,24 @@
 import CBLAS
+import CDNNL
 import SPPCore
 
-public enum Linear {
-    /// Sets the number of threads the BLAS library may use.
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+/// Threads the GEMMs and the parallel kernel parts may use (set by `Linear.setThreads`).
+nonisolated(unsafe) var kernelThreads = 1
 
-    /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major, float32, through CBLAS.
-    @inline(__always)
+public enum Linear {
+    /// Sets the number of threads the kernels may use: oneDNN's GEMMs (through
+    /// OpenMP, per calling thread), OpenBLAS (the conversion passes' LAPACK and
+    /// dgemm), and `Parallel`.
+    public static func setThreads(_ n: Int) {
+        kernelThreads = max(n, 1)
+        openblas_set_num_threads(Int32(kernelThreads))
+        omp_set_num_threads(Int32(kernelThreads))
+    }
+
+    public static var threads: Int { kernelThreads }
+
+    /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major, float32, through
+    /// oneDNN (its kernels use AVX-512 where the CPU has it; OpenBLAS if it refuses).
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
@@ -16,8 +28,14 @@ public enum Linear {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        // OpenMP thread counts belong to each calling thread: the caller may be a worker of ours.
+        if omp_get_max_threads() != Int32(kernelThreads) { omp_set_num_threads(Int32(kernelThreads)) }
+        let status = dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda),
+                                b, Int64(ldb), beta, c, Int64(ldc))
+        if status != dnnl_success {
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
     }
 
     /// The reference the fast path is tested against: a triple loop in Double.

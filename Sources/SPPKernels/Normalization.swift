@@ -1,3 +1,4 @@
+import CKernels
 import Glibc
 import SPPCore
 
@@ -76,6 +77,10 @@ public enum Normalization {
         let ps = scale.pointer(as: Float.self), pb = bias?.pointer(as: Float.self)
         let scaleStep = scale.count == 1 ? 0 : 1, biasStep = bias?.count == 1 ? 0 : 1
         let pm = mean.pointer(as: Float.self), pi = invStd.pointer(as: Float.self)
+        if scaleStep == 1 && (bias == nil || biasStep == 1) {
+            for r in 0..<rows { spp_layer_norm_row(px + r * n, po + r * n, n, ps, pb, epsilon, pm + r, pi + r) }
+            return (out, mean, invStd)
+        }
         for r in 0..<rows {
             let row = px + r * n, dst = po + r * n
             var s = 0.0

@@ -1,14 +1,13 @@
-import CBLAS
 import Dispatch
 
-/// Work split across the cores the runtime was given (the BLAS thread count,
-/// set once per run by `Linear.setThreads`), for the elementwise parts of the
+/// Work split across the cores the runtime was given (`Linear.setThreads`,
+/// once per run), for the elementwise parts of the
 /// fused kernels that BLAS does not cover (softmax rows, activations).
 enum Parallel {
     /// Calls `body` on consecutive ranges covering `0..<count`, concurrently
     /// when there is enough work: at least `minimumChunk` items per range.
     static func forEachChunk(_ count: Int, minimumChunk: Int, _ body: (Range<Int>) -> Void) {
-        let workers = min(Int(openblas_get_num_threads()), count / max(minimumChunk, 1))
+        let workers = min(kernelThreads, count / max(minimumChunk, 1))
         if workers <= 1 {
             if count > 0 { body(0..<count) }
             return

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 import SPPCore
@@ -138,25 +139,53 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         if c.inner == 0 { #expect(fast.floats.enumerated().allSatisfy { $0.element == b2.floats[$0.offset % d] }) }
     }
 
-    /// The vectorised exp and tanh the kernels use, against Double.
-    @Test func vectorMathIsAccurate() {
-        var worstExp = 0.0, worstTanh = 0.0
-        var x: Float = -90
-        while x < 87.9 {
-            let v = VectorMath.V((0..<8).map { x + Float($0) * 0.0137 })
-            let e = VectorMath.exp(v), t = VectorMath.tanh(v * 0.1)
-            for k in 0..<8 {
-                let want = Foundation.exp(Double(v[k]))
-                if v[k] < -87.3 { #expect(e[k] == 0) } else { worstExp = max(worstExp, abs(Double(e[k]) - want) / want) }
-                worstTanh = max(worstTanh, abs(Double(t[k]) - Foundation.tanh(Double(v[k] * 0.1))))
-            }
-            x += 0.1093
+    /// The vectorised C loops (CKernels) against Double, over every range of their approximations.
+    @Test func elementwiseKernelsAreAccurate() {
+        let xs = stride(from: -12.0, to: 12.0, by: 0.000731).map { Float($0) }
+        var erfGelu = xs, tanhGelu = xs
+        spp_gelu_erf(&erfGelu, xs.count)
+        spp_gelu_tanh(&tanhGelu, xs.count)
+        var worstErf = 0.0, worstTanh = 0.0
+        for (i, x) in xs.enumerated() {
+            let v = Double(x), scale = max(abs(v), 1)
+            worstErf = max(worstErf, abs(Double(erfGelu[i]) - 0.5 * v * (1 + Foundation.erf(v / 2.0.squareRoot()))) / scale)
+            let t = Foundation.tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v))
+            worstTanh = max(worstTanh, abs(Double(tanhGelu[i]) - 0.5 * v * (1 + t)) / scale)
         }
-        #expect(worstExp < 5e-7, "exp relative error \(worstExp)")
-        #expect(worstTanh < 3e-7, "tanh absolute error \(worstTanh)")
-        let masked = VectorMath.exp(VectorMath.V(repeating: -.infinity))
-        #expect(masked == VectorMath.V(repeating: 0))
-        #expect(VectorMath.exp(VectorMath.V(repeating: 0)) == VectorMath.V(repeating: 1))
+        #expect(worstErf < 2e-7, "erf GELU error \(worstErf)")
+        #expect(worstTanh < 3e-7, "tanh GELU error \(worstTanh)")
+
+        // Softmax: wide logits, masked (-∞) keys, a row of only masked keys, odd lengths.
+        var rng = SplitMix64(seed: 3)
+        for n in [1, 7, 16, 37, 128] {
+            var row = (0..<n).map { k in k % 5 == 4 ? -Float.infinity : rng.signedUnit() * 40 }
+            let ref = row.map(Double.init)
+            spp_softmax(&row, n)
+            let m = ref.max()!
+            let e = ref.map { $0 == -.infinity ? 0 : Foundation.exp($0 - m) }
+            let s = e.reduce(0, +)
+            for k in 0..<n { #expect(abs(Double(row[k]) - e[k] / s) < 1e-6, "softmax n \(n) key \(k)") }
+        }
+        var masked = [Float](repeating: -.infinity, count: 9)
+        spp_softmax(&masked, 9)
+        #expect(masked == [Float](repeating: 0, count: 9))
+
+        // Layer norm of a row with a large offset (variance from the centred values).
+        let n = 389
+        let x = (0..<n).map { _ in 100 + rng.signedUnit() * 3 }
+        let scale = (0..<n).map { _ in rng.signedUnit() }, bias = (0..<n).map { _ in rng.signedUnit() }
+        var y = [Float](repeating: 0, count: n)
+        var mean: Float = 0, invStd: Float = 0
+        spp_layer_norm_row(x, &y, n, scale, bias, 1e-5, &mean, &invStd)
+        let mu = x.reduce(0.0) { $0 + Double($1) } / Double(n)
+        let variance = x.reduce(0.0) { $0 + (Double($1) - mu) * (Double($1) - mu) } / Double(n)
+        let inv = 1 / (variance + 1e-5).squareRoot()
+        #expect(abs(Double(mean) - mu) < 1e-4 && abs(Double(invStd) - inv) / inv < 1e-5)
+        for k in 0..<n { #expect(abs(Double(y[k]) - ((Double(x[k]) - mu) * inv * Double(scale[k]) + Double(bias[k]))) < 2e-5) }
+
+        var sum = [Float](repeating: 0, count: n)
+        spp_add(x, bias, &sum, n)
+        #expect(sum == zip(x, bias).map { $0 + $1 })
     }
 
     /// The fused nodes through the runtime, with their attributes read once at load.

@@ -1,0 +1,136 @@
+#include "spp_kernels.h"
+#include <stdint.h>
+#include <string.h>
+
+// Clones for AVX-512, AVX2+FMA and baseline x86-64, picked once by the loader
+// (ifunc). The loops are written branch-free so each clone vectorises.
+#if defined(__x86_64__)
+#define SPP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SPP_CLONES
+#endif
+
+// e^x: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial,
+// exponent built in the bits); 0 below -87.3, saturating at e^88.
+static inline float exp_approx(float x) {
+    float small = x < -87.3f ? 1.0f : 0.0f;
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float shifted = x * 1.44269504088896341f + 12582912.0f;  // 1.5·2²³ rounds to an integer in the low bits
+    float n = shifted - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * (r * r) + r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &shifted, 4);
+    bits = (bits - 0x4B400000 + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return small != 0.0f ? 0.0f : y * scale;
+}
+
+// erf: x·P(x²) below 1, 1 − e^{−x²}·Q(|x| − 2.5) up to 4, ±1 beyond (tools/fit-erf.py).
+static inline float erf_approx(float x) {
+    float a = x < 0 ? -x : x;
+    float x2 = x * x;
+    float p = 7.8965186628e-05f;
+    p = p * x2 - 8.0238051878e-04f;
+    p = p * x2 + 5.1899851693e-03f;
+    p = p * x2 - 2.6854767739e-02f;
+    p = p * x2 + 1.1283611253e-01f;
+    p = p * x2 - 3.7612628700e-01f;
+    p = p * x2 + 1.1283791665e+00f;
+    float t = a - 2.5f;
+    float q = -3.8357987582e-07f;
+    q = q * t + 1.6588418352e-06f;
+    q = q * t - 4.0093430940e-06f;
+    q = q * t + 1.4425777468e-05f;
+    q = q * t - 5.8942707472e-05f;
+    q = q * t + 2.1283205478e-04f;
+    q = q * t - 7.3371297571e-04f;
+    q = q * t + 2.4660928404e-03f;
+    q = q * t - 8.0014747687e-03f;
+    q = q * t + 2.4938173438e-02f;
+    q = q * t - 7.4347360511e-02f;
+    q = q * t + 2.1080635884e-01f;
+    float tail = a >= 4.0f ? 1.0f : 1.0f - exp_approx(-x2) * q;
+    tail = x < 0 ? -tail : tail;
+    return a < 1.0f ? x * p : tail;
+}
+
+// Reductions in 16 independent lanes, so they vectorise without reassociation flags.
+#define LANES 16
+
+static inline float sum_lanes(const float *acc) {
+    float s = 0;
+    for (int k = 0; k < LANES; k++) s += acc[k];
+    return s;
+}
+
+SPP_CLONES void spp_gelu_erf(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = p[i];
+        p[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
+    }
+}
+
+SPP_CLONES void spp_gelu_tanh(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = p[i];
+        float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
+        float t = 1.0f - 2.0f / (exp_approx(u + u) + 1.0f);
+        p[i] = 0.5f * v * (1.0f + t);
+    }
+}
+
+SPP_CLONES void spp_softmax(float *p, size_t n) {
+    if (n == 0) return;
+    size_t full = n & ~(size_t)(LANES - 1);
+    float mx[LANES], acc[LANES] = {0};
+    for (int k = 0; k < LANES; k++) mx[k] = -__builtin_inff();
+    for (size_t i = 0; i < full; i += LANES)
+        for (int k = 0; k < LANES; k++) mx[k] = p[i + k] > mx[k] ? p[i + k] : mx[k];
+    float m = -__builtin_inff();
+    for (int k = 0; k < LANES; k++) m = mx[k] > m ? mx[k] : m;
+    for (size_t i = full; i < n; i++) m = p[i] > m ? p[i] : m;
+    // A row of only -∞ keys: every probability 0 rather than NaN.
+    if (m == -__builtin_inff()) { memset(p, 0, n * sizeof(float)); return; }
+    for (size_t i = 0; i < full; i += LANES)
+        for (int k = 0; k < LANES; k++) { float e = exp_approx(p[i + k] - m); p[i + k] = e; acc[k] += e; }
+    float s = sum_lanes(acc);
+    for (size_t i = full; i < n; i++) { float e = exp_approx(p[i] - m); p[i] = e; s += e; }
+    float inv = 1.0f / s;
+    for (size_t i = 0; i < n; i++) p[i] *= inv;
+}
+
+SPP_CLONES void spp_layer_norm_row(const float *x, float *y, size_t n, const float *scale, const float *bias, float eps,
+                                   float *mean, float *inv_std) {
+    size_t full = n & ~(size_t)(LANES - 1);
+    float acc[LANES] = {0}, sq[LANES] = {0};
+    for (size_t i = 0; i < full; i += LANES)
+        for (int k = 0; k < LANES; k++) acc[k] += x[i + k];
+    float s = sum_lanes(acc);
+    for (size_t i = full; i < n; i++) s += x[i];
+    float mu = n ? s / (float)n : 0;
+    for (size_t i = 0; i < full; i += LANES)
+        for (int k = 0; k < LANES; k++) { float d = x[i + k] - mu; sq[k] += d * d; }
+    float v = sum_lanes(sq);
+    for (size_t i = full; i < n; i++) { float d = x[i] - mu; v += d * d; }
+    float inv = 1.0f / __builtin_sqrtf((n ? v / (float)n : 0) + eps);
+    if (bias) {
+        for (size_t i = 0; i < n; i++) y[i] = (x[i] - mu) * inv * scale[i] + bias[i];
+    } else {
+        for (size_t i = 0; i < n; i++) y[i] = (x[i] - mu) * inv * scale[i];
+    }
+    *mean = mu;
+    *inv_std = inv;
+}
+
+SPP_CLONES void spp_add(const float *a, const float *b, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
