@@ -88,8 +88,9 @@ SPP_CLONES void spp_gelu_tanh(float *p, size_t n) {
     }
 }
 
-SPP_CLONES void spp_softmax(float *p, size_t n) {
+SPP_CLONES void spp_softmax(float *p, const float *add, size_t n) {
     if (n == 0) return;
+    if (add) for (size_t i = 0; i < n; i++) p[i] += add[i];
     size_t full = n & ~(size_t)(LANES - 1);
     float mx[LANES], acc[LANES] = {0};
     for (int k = 0; k < LANES; k++) mx[k] = -__builtin_inff();

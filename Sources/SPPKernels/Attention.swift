@@ -114,12 +114,28 @@ public enum Attention {
             (sb, sh, si, sj) = (strides[0], strides[1], strides[2], strides[3])
         }
 
+        /// Row (b, h, i) when its keys are contiguous.
+        @inline(__always) func contiguousRow(_ b: Int, _ h: Int, _ i: Int) -> UnsafePointer<Float>? {
+            sj == 1 ? UnsafePointer(pointer + b * sb + h * sh + i * si) : nil
+        }
+
+        /// Whether batch row `b` of a term that varies only along batch and key
+        /// (a padding mask, `[B, 1, 1, S]`) is all zero; false for any other term.
+        func isZero(batch b: Int, keys: Int) -> Bool {
+            guard sh == 0, si == 0 else { return false }
+            let base = pointer + b * sb
+            for j in 0..<(sj == 0 ? 1 : keys) where base[j * sj] != 0 { return false }
+            return true
+        }
+
         /// Adds row (b, h, i) of the term to the first `count` entries of `row`.
         @inline(__always) public func add(to row: UnsafeMutablePointer<Float>, count: Int, _ b: Int, _ h: Int, _ i: Int) {
             let base = pointer + b * sb + h * sh + i * si
             if sj == 0 {
                 let v = base[0]
                 for j in 0..<count { row[j] += v }
+            } else if sj == 1 {
+                spp_add(row, base, row, count)
             } else {
                 for j in 0..<count { row[j] += base[j * sj] }
             }
@@ -170,11 +186,13 @@ public enum Attention {
                     s.update(repeating: 0, count: square)
                 }
             }
+            // A padding mask with nothing masked in this batch row (the usual case) adds nothing.
+            let mask = g.mask.flatMap { $0.isZero(batch: b, keys: seq) ? nil : $0 }
             Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
                 for r in range {
                     let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
                     softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
-                               mask: g.mask, bias: g.bias, b: b, h: active[slot], i: i)
+                               mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
                 }
             }
             for (slot, h) in active.enumerated() {
@@ -193,9 +211,14 @@ public enum Attention {
     @inline(__always)
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, stride: Int,
                            mask: Term?, bias: Term?, b: Int, h: Int, i: Int) {
-        mask?.add(to: row, count: count, b, h, i)
-        bias?.add(to: row, count: count, b, h, i)
-        spp_softmax(row, count)
+        // One term with contiguous keys is added inside the softmax's first pass.
+        if bias == nil, let mask, let terms = mask.contiguousRow(b, h, i) {
+            spp_softmax(row, terms, count)
+        } else {
+            mask?.add(to: row, count: count, b, h, i)
+            bias?.add(to: row, count: count, b, h, i)
+            spp_softmax(row, nil, count)
+        }
         if count < stride { (row + count).update(repeating: 0, count: stride - count) }
     }
 

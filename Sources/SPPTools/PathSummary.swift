@@ -1,5 +1,6 @@
 import Foundation
 import SPPFormat
+import SPPRuntime
 
 /// What `spp inspect` says about a pruning path and its cost table.
 public enum PathSummary {
@@ -10,6 +11,10 @@ public enum PathSummary {
             let pairs = path.pairs.filter { $0.kind == kind }
             guard !pairs.isEmpty else { continue }
             lines.append("  \(kind.rawValue): \(pairs.count) pairs, \(pairs.reduce(0) { $0 + $1.ranks.count }) units")
+        }
+        let repairable = path.pairs.filter { $0.tensors.contains { $0.role == FeedForwardRepair.Role.gramFactor } }.count
+        if repairable > 0 {
+            lines.append("  repair: \(repairable) FFN pairs refit W2 by least squares below full size (--no-repair to skip)")
         }
         guard !costTable.isEmpty else { return lines }
         let length = costTable.first?.referenceLength ?? 0
