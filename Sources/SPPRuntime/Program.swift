@@ -1,3 +1,4 @@
+import Dispatch
 import SPPCore
 import SPPGraph
 import SPPKernels
@@ -71,7 +72,8 @@ public final class Program: @unchecked Sendable {
     /// Runs the program on named inputs and returns the graph outputs by name,
     /// plus any intermediate values named in `retaining` (calibration captures
     /// what each block sees this way).
-    public func run(_ inputs: [String: Tensor], retaining: Set<String> = []) throws -> [String: Tensor] {
+    /// With `profile`, each kernel's time is added to its op type.
+    public func run(_ inputs: [String: Tensor], retaining: Set<String> = [], profile: OpProfile? = nil) throws -> [String: Tensor] {
         var retained: [String: Tensor] = [:]
         try validate(inputs)
         Linear.setThreads(options.threads > 0 ? options.threads : ProcessInfoCores.count)
@@ -82,7 +84,9 @@ public final class Program: @unchecked Sendable {
             let args = step.inputSlots.map { $0.flatMap { values[$0] } }
             let results: [Tensor]
             do {
+                let start = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
                 results = try step.kernel(args)
+                profile?.add(step.node.op.rawValue, nanoseconds: DispatchTime.now().uptimeNanoseconds - start)
             } catch let KernelError.unsupportedDType(dtype, reason) {
                 throw RuntimeError.unsupportedDType(node: step.node.name, op: step.node.op.rawValue, dtype: dtype, reason: reason)
             } catch let e as KernelError {
@@ -102,6 +106,17 @@ public final class Program: @unchecked Sendable {
             out[name] = inputs[name] ?? graph.initializers[name]
         }
         return out
+    }
+
+    /// Where a run's time goes, by op type (`spp bench --profile`).
+    public final class OpProfile: @unchecked Sendable {
+        public private(set) var nanoseconds: [String: UInt64] = [:]
+        public private(set) var calls: [String: Int] = [:]
+        public init() {}
+        func add(_ op: String, nanoseconds ns: UInt64) {
+            nanoseconds[op, default: 0] += ns
+            calls[op, default: 0] += 1
+        }
     }
 
     /// Checks names, dtypes and fixed dims; a symbolic dim must have one size across all inputs.

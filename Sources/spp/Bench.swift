@@ -18,6 +18,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads (0: one per core).") var threads: Int = 1
     @Option(help: "Timed runs.") var runs: Int = 20
     @Option(help: "Untimed runs before them.") var warmup: Int = 1
+    @Flag(help: "Also print to stderr where the time goes, by op type (from as many runs again, each kernel timed).") var profile = false
 
     func run() throws {
         CommandLineErrors.report {
@@ -53,6 +54,15 @@ struct Bench: ParsableCommand {
                 fields.append(("gflops_per_s", String(format: "%.2f", Double(flops) / 1e9 / (median / 1000))))
             }
             print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+            if profile {
+                let p = Program.OpProfile()
+                for _ in 0..<max(runs, 1) { _ = try m.program.run(inputs, profile: p) }
+                let total = Double(p.nanoseconds.values.reduce(0, +))
+                for (op, ns) in p.nanoseconds.sorted(by: { $0.value > $1.value }) {
+                    Report.stderr(op.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%8.3f ms/run %5.1f%%  %d calls/run", Double(ns) / 1e6 / Double(max(runs, 1)),
+                                         100 * Double(ns) / max(total, 1), p.calls[op]! / max(runs, 1)))
+                }
+            }
         }
     }
 }
