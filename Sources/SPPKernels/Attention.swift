@@ -12,10 +12,11 @@ import SPPCore
 /// GEMM per head for the scores `q_h k_hᵀ · scale` into a reused
 /// `[H, S, S]` scratch; the additive terms through broadcast strides (a
 /// `[B, 1, 1, S]` mask is read in place, never expanded to `[B, H, S, S]`)
-/// and the row softmax, rows spread over the cores; one GEMM per head writing
-/// `P v_h` straight into its columns of a `[B·S, Σvo]` context buffer. One
+/// and the row softmax; one GEMM per head writing `P v_h` straight into its
+/// columns of a `[B·S, Σvo]` context buffer — heads spread over the cores. One
 /// last GEMM with Wo (onto rows of bo) gives the output. Heads with vo rank 0
-/// are skipped entirely.
+/// are skipped entirely. With int8 weights (`QuantizedWeights`) the projections
+/// are one int8 GEMM and the Wo product another; the rest is the same float32.
 public enum Attention {
     /// The attributes of the op, as the kernel needs them.
     public struct Parameters: Sendable, Equatable {
@@ -159,11 +160,14 @@ public enum Attention {
         /// Adds row (b, h, i) of the term to the first `count` entries of `row`.
         @inline(__always) public func add(to row: UnsafeMutablePointer<Float>, count: Int, _ b: Int, _ h: Int, _ i: Int) {
             let base = pointer + b * sb + h * sh + i * si
-            if sj == 0 {
+            if sj == 1 {
+                // The usual case (a padding mask, a bias over keys): the vectorised C loop.
+                spp_add(row, base, row, count)
+            } else if sj == 0 {
                 let v = base[0]
                 for j in 0..<count { row[j] += v }
             } else {
-                for j in 0..<count { row[j] += base[j * sj] }
+                for j in 0..<count { row[j] += base[j &* sj] }
             }
         }
     }
@@ -230,35 +234,54 @@ public enum Attention {
 
         let ctx = UnsafeMutablePointer<Float>.allocate(capacity: rows * g.voWidth)
         defer { ctx.deallocate() }
-        // Scores of every head of one batch row: the GEMMs run one after the
-        // other (BLAS threads inside each), the softmax rows in parallel.
         let active = (0..<g.heads).filter { p.voRanks[$0] > 0 }
         let square = seq * seq
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * square, 1))
         defer { scores.deallocate() }
+        // With at least as many heads as threads, threads take whole heads (scores,
+        // softmax, context: one fork and join per batch row, each GEMM on one thread),
+        // once there are ~1M multiply-adds per thread. With fewer heads the GEMMs
+        // run one after the other with the threads inside each, the softmax rows in parallel.
+        let byHead = active.count >= kernelThreads
+        let gemmThreads = byHead ? 1 : kernelThreads
+        let perHead = square * ((p.qkRanks.max() ?? 0) + (p.voRanks.max() ?? 0)) + 1
         for b in 0..<batch {
             let tokens = qkv + b * seq * width
-            for (slot, h) in active.enumerated() {
-                let s = scores + slot * square
+            func scoresOf(_ slot: Int) {
+                let (h, s) = (active[slot], scores + slot * square)
                 if p.qkRanks[h] > 0 {
                     Linear.sgemm(transA: false, transB: true, m: seq, n: seq, k: p.qkRanks[h], alpha: p.scale,
                                  a: tokens + g.qkOffsets[h], lda: width, b: tokens + kBase + g.qkOffsets[h], ldb: width,
-                                 beta: 0, c: s, ldc: seq)
+                                 beta: 0, c: s, ldc: seq, threads: gemmThreads)
                 } else {
                     s.update(repeating: 0, count: square)
                 }
             }
-            Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
-                for r in range {
-                    let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
-                    softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
-                               mask: g.mask, bias: g.bias, b: b, h: active[slot], i: i)
-                }
+            func softmax(_ r: Int) {
+                let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
+                softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
+                           mask: g.mask, bias: g.bias, b: b, h: active[slot], i: i)
             }
-            for (slot, h) in active.enumerated() {
+            func contextOf(_ slot: Int) {
+                let h = active[slot]
                 Linear.sgemm(transA: false, transB: false, m: seq, n: p.voRanks[h], k: seq, alpha: 1,
                              a: scores + slot * square, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
-                             beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth)
+                             beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth, threads: gemmThreads)
+            }
+            if byHead {
+                Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 20) / perHead)) { slots in
+                    for slot in slots {
+                        scoresOf(slot)
+                        for i in 0..<seq { softmax(slot * seq + i) }
+                        contextOf(slot)
+                    }
+                }
+            } else {
+                for slot in active.indices { scoresOf(slot) }
+                Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
+                    for r in range { softmax(r) }
+                }
+                for slot in active.indices { contextOf(slot) }
             }
         }
         output(ctx, po)

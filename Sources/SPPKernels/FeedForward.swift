@@ -65,7 +65,7 @@ public enum FeedForward {
 
     /// The block with int8 weights: both GEMMs through `Linear.int8Gemm` (the
     /// biases added as the products are turned back into float32), the
-    /// activation in float32 between them.
+    /// activation in float32 on each piece of the first as it is finished.
     public static func run(_ x: Tensor, _ w: QuantizedWeights, activation: Activation) throws -> Tensor {
         guard x.dtype == .float32 else { throw KernelError.unsupportedDType(x.dtype, reason: "spp.FeedForward runs in float32") }
         let (d, f) = (w.w1.rows, w.w1.columns)
@@ -82,10 +82,7 @@ public enum FeedForward {
         let hidden = UnsafeMutablePointer<Float>.allocate(capacity: rows * f)
         defer { hidden.deallocate() }
         Linear.int8Gemm(m: rows, a: x.pointer(as: Float.self), lda: d, w: w.w1, bias: w.b1.pointer(as: Float.self),
-                        c: hidden, ldc: f, range: w.range)
-        Parallel.forEachChunk(rows * f, minimumChunk: 1 << 14) { range in
-            apply(activation, hidden + range.lowerBound, count: range.count)
-        }
+                        c: hidden, ldc: f, range: w.range) { apply(activation, $0, count: $1) }
         Linear.int8Gemm(m: rows, a: hidden, lda: f, w: w.w2, bias: b2, c: po, ldc: d, range: w.range)
         return out
     }

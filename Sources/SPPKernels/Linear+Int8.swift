@@ -63,40 +63,55 @@ extension Linear {
     /// and each product turned back into float32 with its row and column scales,
     /// `a_r · s_c · (Σ_k q w − z_r · Σ_k w)`. C then gets `bias` added (when given)
     /// or, with `accumulate`, what it held before (a bias row filled in first, as
-    /// the float32 GEMMs use beta = 1); else it is overwritten.
+    /// the float32 GEMMs use beta = 1); else it is overwritten. `epilogue` runs on
+    /// each finished piece of a row (pointer, count), while it is in cache: an activation.
+    ///
+    /// Threads take blocks of W's columns: each multiplies all rows by its block
+    /// on one thread and finishes its block, so the whole product is one fork and
+    /// join, and a short A (few tokens) still splits evenly (oneDNN's own
+    /// threading splits a short M poorly).
     public static func int8Gemm(m: Int, a: UnsafePointer<Float>, lda: Int, w: QuantizedMatrix,
                                 bias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
-                                c: UnsafeMutablePointer<Float>, ldc: Int, range: ActivationRange = .native) {
+                                c: UnsafeMutablePointer<Float>, ldc: Int, range: ActivationRange = .native,
+                                epilogue: ((UnsafeMutablePointer<Float>, Int) -> Void)? = nil) {
         let (k, n) = (w.rows, w.columns)
         if m == 0 || n == 0 { return }
         let q = QuantizedRows(a, rows: m, columns: k, ld: lda, range: range)
         defer { q.deallocate() }
         let acc = UnsafeMutablePointer<Int32>.allocate(capacity: m * n)
         defer { acc.deallocate() }
-        int8Product(q, w, acc)
         let (rs, rz, cs, sums) = (q.scales, q.zeros, w.scales.pointer(as: Float.self), w.columnSums.pointer(as: Int32.self))
-        Parallel.forEachChunk(m, minimumChunk: max(1, (1 << 15) / n)) { r in
-            spp_dequantize_rows(acc + r.lowerBound * n, n, r.count, n, rs + r.lowerBound, rz + r.lowerBound, cs, sums,
-                                bias, accumulate ? 1 : 0, c + r.lowerBound * ldc, ldc)
+        // Blocks of 16 columns (one AVX-512 register of int32), at least ~2M multiply-adds per thread.
+        let units = (n + 15) / 16
+        Parallel.forEachChunk(units, minimumChunk: max(1, (1 << 21) / max(m * k * 16, 1))) { u in
+            let columns = (u.lowerBound * 16)..<min(n, u.upperBound * 16)
+            let c0 = columns.lowerBound
+            int8Product(q, w, acc, columns: columns, threads: 1)
+            spp_dequantize_rows(acc + c0, n, m, columns.count, rs, rz, cs + c0, sums + c0, bias.map { $0 + c0 },
+                                accumulate ? 1 : 0, c + c0, ldc)
+            if let epilogue { for r in 0..<m { epilogue(c + r * ldc + c0, columns.count) } }
         }
     }
 
-    /// `acc[m×n] = q · values` in int32 through oneDNN (its own threads), or the plain loop if it refuses.
-    public static func int8Product(_ q: QuantizedRows, _ w: QuantizedMatrix, _ acc: UnsafeMutablePointer<Int32>) {
+    /// Columns `columns` (default all) of `acc[m×n] = q · values` in int32 through
+    /// oneDNN on `threads` threads (default the runtime's), or the plain loop if it refuses.
+    public static func int8Product(_ q: QuantizedRows, _ w: QuantizedMatrix, _ acc: UnsafeMutablePointer<Int32>,
+                                   columns: Range<Int>? = nil, threads: Int? = nil) {
         let (m, k, n) = (q.rows, w.rows, w.columns)
-        if m == 0 || n == 0 { return }
+        let columns = columns ?? 0..<n
+        if m == 0 || columns.isEmpty { return }
+        let b = w.values.pointer(as: Int8.self) + columns.lowerBound, c = acc + columns.lowerBound
         if k == 0 {
-            acc.update(repeating: 0, count: m * n)
+            for r in 0..<m { (c + r * n).update(repeating: 0, count: columns.count) }
             return
         }
-        setOpenMPThreads()
+        setOpenMPThreads(threads ?? kernelThreads)
         var offset: Int32 = 0
-        let b = w.values.pointer(as: Int8.self)
         // 'N', 'N', 'F': no transposes, one C offset (0); A and B offsets 0 — zero points are applied after.
-        let status = dnnl_gemm_u8s8s32(78, 78, 70, Int64(m), Int64(n), Int64(k), 1, q.values, Int64(k), 0, b, Int64(n), 0,
-                                       0, acc, Int64(n), &offset)
+        let status = dnnl_gemm_u8s8s32(78, 78, 70, Int64(m), Int64(columns.count), Int64(k), 1, q.values, Int64(k), 0,
+                                       b, Int64(n), 0, 0, c, Int64(n), &offset)
         if status != dnnl_success {
-            spp_gemm_u8s8s32_ref(m, n, k, q.values, k, b, n, acc, n)
+            spp_gemm_u8s8s32_ref(m, columns.count, k, q.values, k, b, n, c, n)
         }
     }
 }

@@ -20,22 +20,23 @@ public enum Linear {
     /// Before each oneDNN call: OpenMP thread counts belong to each calling
     /// thread, and the caller may be a worker of ours.
     @inline(__always)
-    static func setOpenMPThreads() {
-        if omp_get_max_threads() != Int32(kernelThreads) { omp_set_num_threads(Int32(kernelThreads)) }
+    static func setOpenMPThreads(_ n: Int = kernelThreads) {
+        if omp_get_max_threads() != Int32(n) { omp_set_num_threads(Int32(n)) }
     }
 
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major, float32, through
-    /// oneDNN (its kernels use AVX-512 where the CPU has it; OpenBLAS if it refuses).
+    /// oneDNN (its kernels use AVX-512 where the CPU has it; OpenBLAS if it refuses),
+    /// on `threads` threads (default: the runtime's; 1 inside work already split).
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int? = nil) {
         if m == 0 || n == 0 { return }
         if k == 0 {
             // BLAS leaves C untouched for k == 0 only when beta == 1; make the empty sum explicit.
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        setOpenMPThreads()
+        setOpenMPThreads(threads ?? kernelThreads)
         let status = dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda),
                                 b, Int64(ldb), beta, c, Int64(ldc))
         if status != dnnl_success {

@@ -115,6 +115,8 @@ import SPPRuntime
     /// C held, and overwriting it.
     @Test(arguments: ranges)
     func int8GemmIsTheScaledIntegerProduct(_ range: ActivationRange) throws {
+        // Two threads or more: the larger shapes split W's columns between them.
+        Linear.setThreads(max(2, Linear.threads))
         for (i, s) in Self.shapes.enumerated() {
             var r = SeededRandom(UInt64(40 + i))
             let x = Self.activations(rows: s.m, columns: s.k, seed: UInt64(50 + i))
