@@ -2,6 +2,12 @@
 #include <stdint.h>
 #include <string.h>
 
+// libgomp: the entry point GCC's `#pragma omp parallel` compiles to (stable since
+// GCC 4.9); Swift's clang cannot emit libgomp's OpenMP calls itself.
+void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+
 // Clones for AVX-512, AVX2+FMA and baseline x86-64, picked once by the loader
 // (ifunc). The loops are written branch-free so each clone vectorises.
 #if defined(__x86_64__)
@@ -210,4 +216,19 @@ void spp_gemm_u8s8s32_ref(size_t m, size_t n, size_t k, const uint8_t *a, size_t
             for (size_t j = 0; j < n; j++) c[j] += x * b[p * ldb + j];
         }
     }
+}
+
+struct spp_job {
+    void (*body)(void *, int, int);
+    void *ctx;
+};
+
+static void spp_job_run(void *p) {
+    struct spp_job *job = p;
+    job->body(job->ctx, omp_get_thread_num(), omp_get_num_threads());
+}
+
+void spp_parallel(unsigned threads, void (*body)(void *ctx, int thread, int threads), void *ctx) {
+    struct spp_job job = {body, ctx};
+    GOMP_parallel(spp_job_run, &job, threads, 0);
 }

@@ -240,7 +240,7 @@ public enum Attention {
         defer { scores.deallocate() }
         // With at least as many heads as threads, threads take whole heads (scores,
         // softmax, context: one fork and join per batch row, each GEMM on one thread),
-        // once there are ~1M multiply-adds per thread. With fewer heads the GEMMs
+        // once there are ~64K multiply-adds per thread. With fewer heads the GEMMs
         // run one after the other with the threads inside each, the softmax rows in parallel.
         let byHead = active.count >= kernelThreads
         let gemmThreads = byHead ? 1 : kernelThreads
@@ -269,7 +269,7 @@ public enum Attention {
                              beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth, threads: gemmThreads)
             }
             if byHead {
-                Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 20) / perHead)) { slots in
+                Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 16) / perHead)) { slots in
                     for slot in slots {
                         scoresOf(slot)
                         for i in 0..<seq { softmax(slot * seq + i) }

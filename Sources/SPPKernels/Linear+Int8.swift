@@ -44,7 +44,7 @@ public struct QuantizedRows {
         scales = .allocate(capacity: max(rows, 1))
         zeros = .allocate(capacity: max(rows, 1))
         let (v, s, z) = (values, scales, zeros)
-        Parallel.forEachChunk(rows, minimumChunk: max(1, (1 << 15) / max(columns, 1))) { range_ in
+        Parallel.forEachChunk(rows, minimumChunk: max(1, (1 << 13) / max(columns, 1))) { range_ in
             spp_quantize_rows_u8(x + range_.lowerBound * ld, ld, range_.count, columns, range.levels,
                                  v + range_.lowerBound * columns, columns, s + range_.lowerBound, z + range_.lowerBound)
         }

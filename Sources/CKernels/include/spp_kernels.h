@@ -19,6 +19,11 @@ void spp_layer_norm_row(const float *x, float *y, size_t n, const float *scale, 
 /// out = a + b.
 void spp_add(const float *a, const float *b, float *out, size_t n);
 
+/// Runs body(ctx, thread, threads) on a team of `threads` threads (the caller is
+/// thread 0) and returns when all are done: a fork and join in libgomp's pool,
+/// the one oneDNN's GEMMs use, whose workers spin briefly between regions.
+void spp_parallel(unsigned threads, void (*body)(void *ctx, int thread, int threads), void *ctx);
+
 // The two ends of the int8 GEMM (SPPKernels/Linear+Int8.swift): activations
 // quantized per row before it, int32 products turned back into float32 after it.
 
