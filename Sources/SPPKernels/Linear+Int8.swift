@@ -31,6 +31,7 @@ public enum ActivationRange: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Activation rows quantized for the int8 GEMM: `x[r, k] ≈ scales[r] · (values[r, k] − zeros[r])`.
+/// The buffers belong to the caller until `deallocate()`.
 public struct QuantizedRows {
     public let values: UnsafeMutablePointer<UInt8>
     public let scales: UnsafeMutablePointer<Float>
@@ -44,9 +45,9 @@ public struct QuantizedRows {
         scales = .allocate(capacity: max(rows, 1))
         zeros = .allocate(capacity: max(rows, 1))
         let (v, s, z) = (values, scales, zeros)
-        Parallel.forEachChunk(rows, minimumChunk: max(1, (1 << 13) / max(columns, 1))) { range_ in
-            spp_quantize_rows_u8(x + range_.lowerBound * ld, ld, range_.count, columns, range.levels,
-                                 v + range_.lowerBound * columns, columns, s + range_.lowerBound, z + range_.lowerBound)
+        Parallel.forEachChunk(rows, minimumChunk: max(1, (1 << 13) / max(columns, 1))) { part in
+            let r = part.lowerBound
+            spp_quantize_rows_u8(x + r * ld, ld, part.count, columns, range.levels, v + r * columns, columns, s + r, z + r)
         }
     }
 
