@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "SPPCore"),
         .target(name: "SPPGraph", dependencies: ["SPPCore"]),
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
-        .target(name: "CKernels"),
+        .target(name: "CKernels", linkerSettings: [.linkedLibrary("gomp")]),
         .target(name: "SPPKernels", dependencies: ["SPPCore", "CBLAS", "CDNNL", "CKernels"]),
         .target(name: "SPPFormat", dependencies: ["SPPCore", "SPPGraph", "CZstd", "CProtobuf", "SPPProtobuf"]),
         .target(name: "SPPRuntime", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "CBLAS"]),

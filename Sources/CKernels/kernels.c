@@ -2,6 +2,12 @@
 #include <stdint.h>
 #include <string.h>
 
+// libgomp: the entry point GCC's `#pragma omp parallel` compiles to (stable since
+// GCC 4.9); Swift's clang cannot emit libgomp's OpenMP calls itself.
+void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+
 // Clones for AVX-512, AVX2+FMA and baseline x86-64, picked once by the loader
 // (ifunc). The loops are written branch-free so each clone vectorises.
 #if defined(__x86_64__)
@@ -134,4 +140,96 @@ SPP_CLONES void spp_layer_norm_row(const float *x, float *y, size_t n, const flo
 
 SPP_CLONES void spp_add(const float *a, const float *b, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+SPP_CLONES void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, size_t cols, int32_t levels,
+                                     uint8_t *q, size_t ldq, float *scale, int32_t *zero) {
+    size_t full = cols & ~(size_t)(LANES - 1);
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * ldx;
+        uint8_t *out = q + r * ldq;
+        // Starting both extremes at 0 widens the range to include 0, so 0 is exact.
+        // v − v is 0 for finite v and NaN otherwise: one sum flags a non-finite row.
+        float lo[LANES] = {0}, hi[LANES] = {0}, bad[LANES] = {0};
+        for (size_t i = 0; i < full; i += LANES)
+            for (int k = 0; k < LANES; k++) {
+                float v = row[i + k];
+                lo[k] = v < lo[k] ? v : lo[k];
+                hi[k] = v > hi[k] ? v : hi[k];
+                bad[k] += v - v;
+            }
+        float mn = 0, mx = 0, flag = sum_lanes(bad);
+        for (int k = 0; k < LANES; k++) { mn = lo[k] < mn ? lo[k] : mn; mx = hi[k] > mx ? hi[k] : mx; }
+        for (size_t i = full; i < cols; i++) {
+            float v = row[i];
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+            flag += v - v;
+        }
+        float s = (mx - mn) / (float)levels;
+        if (flag != 0 || !(s > 0) || s == __builtin_inff()) {
+            // All zeros (scale 0) or not finite (scale NaN): q = 0 and the scale carries the result.
+            memset(out, 0, cols);
+            scale[r] = flag != 0 || s != s || s == __builtin_inff() ? __builtin_nanf("") : 0.0f;
+            zero[r] = 0;
+            continue;
+        }
+        float z = __builtin_rintf(-mn / s);
+        float top = (float)levels;
+        for (size_t i = 0; i < cols; i++) {
+            float v = __builtin_rintf(row[i] / s) + z;
+            v = v < 0 ? 0 : v;
+            v = v > top ? top : v;
+            out[i] = (uint8_t)(int32_t)v;
+        }
+        scale[r] = s;
+        zero[r] = (int32_t)z;
+    }
+}
+
+SPP_CLONES void spp_dequantize_rows(const int32_t *acc, size_t ldacc, size_t rows, size_t cols,
+                                    const float *row_scale, const int32_t *row_zero,
+                                    const float *col_scale, const int32_t *col_sum,
+                                    const float *bias, int accumulate, float *y, size_t ldy) {
+    for (size_t r = 0; r < rows; r++) {
+        const int32_t *c = acc + r * ldacc;
+        float *out = y + r * ldy;
+        float a = row_scale[r];
+        int32_t z = row_zero[r];
+        // (acc − z · colsum) is Σ_k (q − z) w exactly: |.| ≤ 255 · 127 · k fits int32 for k < 66,000.
+        if (bias) {
+            for (size_t i = 0; i < cols; i++) out[i] = a * col_scale[i] * (float)(c[i] - z * col_sum[i]) + bias[i];
+        } else if (accumulate) {
+            for (size_t i = 0; i < cols; i++) out[i] += a * col_scale[i] * (float)(c[i] - z * col_sum[i]);
+        } else {
+            for (size_t i = 0; i < cols; i++) out[i] = a * col_scale[i] * (float)(c[i] - z * col_sum[i]);
+        }
+    }
+}
+
+void spp_gemm_u8s8s32_ref(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda,
+                          const int8_t *b, size_t ldb, int32_t *acc, size_t ldacc) {
+    for (size_t i = 0; i < m; i++) {
+        int32_t *c = acc + i * ldacc;
+        for (size_t j = 0; j < n; j++) c[j] = 0;
+        for (size_t p = 0; p < k; p++) {
+            int32_t x = a[i * lda + p];
+            for (size_t j = 0; j < n; j++) c[j] += x * b[p * ldb + j];
+        }
+    }
+}
+
+struct spp_job {
+    void (*body)(void *, int, int);
+    void *ctx;
+};
+
+static void spp_job_run(void *p) {
+    struct spp_job *job = p;
+    job->body(job->ctx, omp_get_thread_num(), omp_get_num_threads());
+}
+
+void spp_parallel(unsigned threads, void (*body)(void *ctx, int thread, int threads), void *ctx) {
+    struct spp_job job = {body, ctx};
+    GOMP_parallel(spp_job_run, &job, threads, 0);
 }

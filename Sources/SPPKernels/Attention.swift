@@ -12,10 +12,11 @@ import SPPCore
 /// GEMM per head for the scores `q_h k_hᵀ · scale` into a reused
 /// `[H, S, S]` scratch; the additive terms through broadcast strides (a
 /// `[B, 1, 1, S]` mask is read in place, never expanded to `[B, H, S, S]`)
-/// and the row softmax, rows spread over the cores; one GEMM per head writing
-/// `P v_h` straight into its columns of a `[B·S, Σvo]` context buffer. One
+/// and the row softmax; one GEMM per head writing `P v_h` straight into its
+/// columns of a `[B·S, Σvo]` context buffer — heads spread over the cores. One
 /// last GEMM with Wo (onto rows of bo) gives the output. Heads with vo rank 0
-/// are skipped entirely.
+/// are skipped entirely. With int8 weights (`QuantizedWeights`) the projections
+/// are one int8 GEMM and the Wo product another; the rest is the same float32.
 public enum Attention {
     /// The attributes of the op, as the kernel needs them.
     public struct Parameters: Sendable, Equatable {
@@ -43,27 +44,12 @@ public enum Attention {
         public init(wq: Tensor, bq: Tensor, wk: Tensor, bk: Tensor, wv: Tensor, bv: Tensor, wo: Tensor, bo: Tensor) {
             (self.wq, self.bq, self.wk, self.bk, self.wv, self.bv, self.wo, self.bo) = (wq, bq, wk, bk, wv, bv, wo, bo)
         }
-    }
 
-    /// Sizes checked once for both the fast kernel and the reference.
-    struct Geometry {
-        let batch: Int, seq: Int, hidden: Int, heads: Int
-        let qkWidth: Int, voWidth: Int
-        /// Column of each head's first q (k) and v column.
-        let qkOffsets: [Int], voOffsets: [Int]
-        let mask: Term?, bias: Term?
-
-        init(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws {
-            let all = [x, w.wq, w.bq, w.wk, w.bk, w.wv, w.bv, w.wo, w.bo] + [mask, bias].compactMap { $0 }
-            if let t = all.first(where: { $0.dtype != .float32 }) {
+        /// Checks types and shapes against the hidden size and the ranks.
+        func check(hidden: Int, _ p: Parameters) throws {
+            if let t = [wq, bq, wk, bk, wv, bv, wo, bo].first(where: { $0.dtype != .float32 }) {
                 throw KernelError.unsupportedDType(t.dtype, reason: "spp.Attention runs in float32")
             }
-            guard x.rank == 3 else { throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(x.shape)) is not [batch, seq, hidden]") }
-            guard p.heads > 0, p.voRanks.count == p.heads, (p.qkRanks + p.voRanks).allSatisfy({ $0 >= 0 }) else {
-                throw KernelError.invalidArgument("spp.Attention ranks \(p.qkRanks) / \(p.voRanks) do not describe the same heads")
-            }
-            (batch, seq, hidden, heads) = (x.shape[0], x.shape[1], x.shape[2], p.heads)
-            (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
             func check(_ what: String, _ t: Tensor, _ shape: [Int]) throws {
                 guard t.shape == shape else {
                     throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected \(Tensor.describe(shape))")
@@ -74,14 +60,71 @@ public enum Attention {
                     throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected [\(n)]")
                 }
             }
-            try check("Wq", w.wq, [hidden, qkWidth])
-            try check("Wk", w.wk, [hidden, qkWidth])
-            try check("Wv", w.wv, [hidden, voWidth])
-            try check("Wo", w.wo, [voWidth, hidden])
-            try checkBias("bq", w.bq, qkWidth)
-            try checkBias("bk", w.bk, qkWidth)
-            try checkBias("bv", w.bv, voWidth)
-            try checkBias("bo", w.bo, hidden)
+            try check("Wq", wq, [hidden, p.qkWidth])
+            try check("Wk", wk, [hidden, p.qkWidth])
+            try check("Wv", wv, [hidden, p.voWidth])
+            try check("Wo", wo, [p.voWidth, hidden])
+            try checkBias("bq", bq, p.qkWidth)
+            try checkBias("bk", bk, p.qkWidth)
+            try checkBias("bv", bv, p.voWidth)
+            try checkBias("bo", bo, hidden)
+        }
+    }
+
+    /// The projection weights in int8 (`QuantizedMatrix`), made once at load:
+    /// `[Wq | Wk | Wv]` as one matrix, so one GEMM of the quantized input rows
+    /// fills the packed q, k, v rows, and Wo. Activations are quantized to `range`.
+    public struct QuantizedWeights: @unchecked Sendable {
+        public let qkv: QuantizedMatrix
+        /// `[bq | bk | bv]`.
+        public let qkvBias: Tensor
+        public let wo: QuantizedMatrix
+        public let bo: Tensor
+        public let qkWidth: Int, voWidth: Int
+        public let range: ActivationRange
+
+        public var hidden: Int { wo.columns }
+
+        public init(_ w: Weights, _ p: Parameters, range: ActivationRange = .native) throws {
+            let hidden = w.bo.count
+            try w.check(hidden: hidden, p)
+            let (qk, vo) = (p.qkWidth, p.voWidth)
+            let width = 2 * qk + vo
+            let packed = Tensor(dtype: .float32, shape: [hidden, width])
+            let bias = Tensor(dtype: .float32, shape: [width])
+            let dst = packed.pointer(as: Float.self), b = bias.pointer(as: Float.self)
+            for (weight, base, n) in [(w.wq, 0, qk), (w.wk, qk, qk), (w.wv, 2 * qk, vo)] where n > 0 {
+                let src = weight.pointer(as: Float.self)
+                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
+            }
+            for (t, base) in [(w.bq, 0), (w.bk, qk), (w.bv, 2 * qk)] { (b + base).update(from: t.pointer(as: Float.self), count: t.count) }
+            qkv = try QuantizedMatrix(quantizing: packed)
+            qkvBias = bias
+            wo = try QuantizedMatrix(quantizing: w.wo)
+            bo = w.bo.reshaped([hidden])
+            (qkWidth, voWidth, self.range) = (qk, vo, range)
+        }
+    }
+
+    /// Sizes checked once for both the fast kernels and the reference; the
+    /// weights are checked by whoever holds them (`Weights.check`, `QuantizedWeights`).
+    struct Geometry {
+        let batch: Int, seq: Int, hidden: Int, heads: Int
+        let qkWidth: Int, voWidth: Int
+        /// Column of each head's first q (k) and v column.
+        let qkOffsets: [Int], voOffsets: [Int]
+        let mask: Term?, bias: Term?
+
+        init(_ x: Tensor, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws {
+            if let t = ([x] + [mask, bias].compactMap { $0 }).first(where: { $0.dtype != .float32 }) {
+                throw KernelError.unsupportedDType(t.dtype, reason: "spp.Attention runs in float32")
+            }
+            guard x.rank == 3 else { throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(x.shape)) is not [batch, seq, hidden]") }
+            guard p.heads > 0, p.voRanks.count == p.heads, (p.qkRanks + p.voRanks).allSatisfy({ $0 >= 0 }) else {
+                throw KernelError.invalidArgument("spp.Attention ranks \(p.qkRanks) / \(p.voRanks) do not describe the same heads")
+            }
+            (batch, seq, hidden, heads) = (x.shape[0], x.shape[1], x.shape[2], p.heads)
+            (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
             var acc = 0
             qkOffsets = p.qkRanks.map { r in defer { acc += r }; return acc }
             acc = 0
@@ -131,78 +174,133 @@ public enum Attention {
         /// Adds row (b, h, i) of the term to the first `count` entries of `row`.
         @inline(__always) public func add(to row: UnsafeMutablePointer<Float>, count: Int, _ b: Int, _ h: Int, _ i: Int) {
             let base = pointer + b * sb + h * sh + i * si
-            if sj == 0 {
+            if sj == 1 {
+                // The usual case (a padding mask, a bias over keys): the vectorised C loop.
+                spp_add(row, base, row, count)
+            } else if sj == 0 {
                 let v = base[0]
                 for j in 0..<count { row[j] += v }
-            } else if sj == 1 {
-                spp_add(row, base, row, count)
             } else {
-                for j in 0..<count { row[j] += base[j * sj] }
+                for j in 0..<count { row[j] += base[j &* sj] }
             }
         }
     }
 
     /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`.
     public static func run(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
-        let g = try Geometry(x, w, mask: mask, bias: bias, p)
+        let g = try Geometry(x, mask: mask, bias: bias, p)
+        try w.check(hidden: g.hidden, p)
+        let rows = g.batch * g.seq, hidden = g.hidden
+        let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
+        return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
+            Linear.fillRows(qkv, rows: rows, ld: width, with: w.bq.pointer(as: Float.self), count: g.qkWidth)
+            Linear.fillRows(qkv + g.qkWidth, rows: rows, ld: width, with: w.bk.pointer(as: Float.self), count: g.qkWidth)
+            Linear.fillRows(qkv + 2 * g.qkWidth, rows: rows, ld: width, with: w.bv.pointer(as: Float.self), count: g.voWidth)
+            for (weight, base, n) in [(w.wq, 0, g.qkWidth), (w.wk, g.qkWidth, g.qkWidth), (w.wv, 2 * g.qkWidth, g.voWidth)] {
+                Linear.sgemm(transA: false, transB: false, m: rows, n: n, k: hidden, alpha: 1, a: px, lda: hidden,
+                             b: weight.pointer(as: Float.self), ldb: max(n, 1), beta: 1, c: qkv + base, ldc: width)
+            }
+        }, output: { ctx, po in
+            Linear.fillRows(po, rows: rows, ld: hidden, with: bo, count: hidden)
+            Linear.sgemm(transA: false, transB: false, m: rows, n: hidden, k: g.voWidth, alpha: 1, a: ctx, lda: g.voWidth,
+                         b: w.wo.pointer(as: Float.self), ldb: hidden, beta: 1, c: po, ldc: hidden)
+        })
+    }
+
+    /// Runs the block with int8 projection weights: the same plan, with the two
+    /// weight GEMMs (packed q/k/v, then Wo) through `Linear.int8Gemm`; scores,
+    /// softmax and the context products stay in float32.
+    public static func run(_ x: Tensor, _ w: QuantizedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
+        let g = try Geometry(x, mask: mask, bias: bias, p)
+        guard g.hidden == w.hidden, g.qkWidth == w.qkWidth, g.voWidth == w.voWidth else {
+            throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(x.shape)) with ranks \(p.qkWidth) / \(p.voWidth) does not fit int8 weights for hidden size \(w.hidden) and ranks \(w.qkWidth) / \(w.voWidth)")
+        }
+        let rows = g.batch * g.seq, hidden = g.hidden
+        let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
+        return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
+            Linear.int8Gemm(m: rows, a: px, lda: hidden, w: w.qkv, bias: w.qkvBias.pointer(as: Float.self), c: qkv, ldc: width, range: w.range)
+        }, output: { ctx, po in
+            Linear.int8Gemm(m: rows, a: ctx, lda: g.voWidth, w: w.wo, bias: bo, c: po, ldc: hidden, range: w.range)
+        })
+    }
+
+    /// Everything between the weight GEMMs. `project(qkv, width)` fills the packed
+    /// rows `[B·S, Σqk | Σqk | Σvo]` (biases included); `output(ctx, out)` writes
+    /// `ctx · Wo + bo` into the output rows.
+    static func attend(_ g: Geometry, _ p: Parameters, shape: [Int], bo: UnsafePointer<Float>,
+                       project: (UnsafeMutablePointer<Float>, Int) -> Void,
+                       output: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         let (batch, seq, hidden) = (g.batch, g.seq, g.hidden)
         let rows = batch * seq
-        let out = Tensor(dtype: .float32, shape: x.shape)
+        let out = Tensor(dtype: .float32, shape: shape)
         let po = out.pointer(as: Float.self)
-        Linear.fillRows(po, rows: rows, ld: hidden, with: w.bo.pointer(as: Float.self), count: hidden)
-        if rows == 0 || g.voWidth == 0 { return out }
+        if rows == 0 || g.voWidth == 0 {
+            Linear.fillRows(po, rows: rows, ld: hidden, with: bo, count: hidden)
+            return out
+        }
 
         // Packed projections: row r holds q (Σqk), k (Σqk), v (Σvo) of token r.
         let width = 2 * g.qkWidth + g.voWidth
         let kBase = g.qkWidth, vBase = 2 * g.qkWidth
         let qkv = UnsafeMutablePointer<Float>.allocate(capacity: rows * width)
         defer { qkv.deallocate() }
-        Linear.fillRows(qkv, rows: rows, ld: width, with: w.bq.pointer(as: Float.self), count: g.qkWidth)
-        Linear.fillRows(qkv + kBase, rows: rows, ld: width, with: w.bk.pointer(as: Float.self), count: g.qkWidth)
-        Linear.fillRows(qkv + vBase, rows: rows, ld: width, with: w.bv.pointer(as: Float.self), count: g.voWidth)
-        let px = x.pointer(as: Float.self)
-        for (weight, base, n) in [(w.wq, 0, g.qkWidth), (w.wk, kBase, g.qkWidth), (w.wv, vBase, g.voWidth)] {
-            Linear.sgemm(transA: false, transB: false, m: rows, n: n, k: hidden, alpha: 1, a: px, lda: hidden,
-                         b: weight.pointer(as: Float.self), ldb: max(n, 1), beta: 1, c: qkv + base, ldc: width)
-        }
+        project(qkv, width)
 
         let ctx = UnsafeMutablePointer<Float>.allocate(capacity: rows * g.voWidth)
         defer { ctx.deallocate() }
-        // Scores of every head of one batch row: the GEMMs run one after the
-        // other (BLAS threads inside each), the softmax rows in parallel.
         let active = (0..<g.heads).filter { p.voRanks[$0] > 0 }
         let square = seq * seq
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * square, 1))
         defer { scores.deallocate() }
+        // With at least as many heads as threads, threads take whole heads (scores,
+        // softmax, context: one fork and join per batch row, each GEMM on one thread),
+        // once there are ~64K multiply-adds per thread. With fewer heads the GEMMs
+        // run one after the other with the threads inside each, the softmax rows in parallel.
+        let byHead = active.count >= kernelThreads
+        let gemmThreads = byHead ? 1 : kernelThreads
+        let perHead = square * ((p.qkRanks.max() ?? 0) + (p.voRanks.max() ?? 0)) + 1
         for b in 0..<batch {
             let tokens = qkv + b * seq * width
-            for (slot, h) in active.enumerated() {
-                let s = scores + slot * square
+            func scoresOf(_ slot: Int) {
+                let (h, s) = (active[slot], scores + slot * square)
                 if p.qkRanks[h] > 0 {
                     Linear.sgemm(transA: false, transB: true, m: seq, n: seq, k: p.qkRanks[h], alpha: p.scale,
                                  a: tokens + g.qkOffsets[h], lda: width, b: tokens + kBase + g.qkOffsets[h], ldb: width,
-                                 beta: 0, c: s, ldc: seq)
+                                 beta: 0, c: s, ldc: seq, threads: gemmThreads)
                 } else {
                     s.update(repeating: 0, count: square)
                 }
             }
             // A padding mask with nothing masked in this batch row (the usual case) adds nothing.
             let mask = g.mask.flatMap { $0.isZero(batch: b, keys: seq) ? nil : $0 }
-            Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
-                for r in range {
-                    let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
-                    softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
-                               mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
-                }
+            func softmax(_ r: Int) {
+                let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
+                softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
+                           mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
             }
-            for (slot, h) in active.enumerated() {
+            func contextOf(_ slot: Int) {
+                let h = active[slot]
                 Linear.sgemm(transA: false, transB: false, m: seq, n: p.voRanks[h], k: seq, alpha: 1,
                              a: scores + slot * square, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
-                             beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth)
+                             beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth, threads: gemmThreads)
+            }
+            if byHead {
+                Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 16) / perHead)) { slots in
+                    for slot in slots {
+                        scoresOf(slot)
+                        for i in 0..<seq { softmax(slot * seq + i) }
+                        contextOf(slot)
+                    }
+                }
+            } else {
+                for slot in active.indices { scoresOf(slot) }
+                Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
+                    for r in range { softmax(r) }
+                }
+                for slot in active.indices { contextOf(slot) }
             }
         }
-        Linear.sgemm(transA: false, transB: false, m: rows, n: hidden, k: g.voWidth, alpha: 1, a: ctx, lda: g.voWidth,
-                     b: w.wo.pointer(as: Float.self), ldb: hidden, beta: 1, c: po, ldc: hidden)
+        output(ctx, po)
         return out
     }
 
@@ -225,7 +323,8 @@ public enum Attention {
     /// The reference: the contract computed from its definition with loops in
     /// Double, one head at a time, without any of the fast path's buffers.
     public static func naive(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
-        let g = try Geometry(x, w, mask: mask, bias: bias, p)
+        let g = try Geometry(x, mask: mask, bias: bias, p)
+        try w.check(hidden: g.hidden, p)
         let (batch, seq, hidden) = (g.batch, g.seq, g.hidden)
         let xs = x.buffer(as: Float.self)
         func project(_ weight: Tensor, _ b: Tensor, _ columns: Range<Int>) -> [[Double]] {

@@ -48,6 +48,45 @@ public enum FeedForward {
         return out
     }
 
+    /// W1 and W2 in int8 (`QuantizedMatrix`), made once at load; activations are quantized to `range`.
+    public struct QuantizedWeights: @unchecked Sendable {
+        public let w1: QuantizedMatrix, b1: Tensor
+        public let w2: QuantizedMatrix, b2: Tensor
+        public let range: ActivationRange
+
+        public init(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, range: ActivationRange = .native) throws {
+            let d = w1.rank == 2 ? w1.shape[0] : 0
+            _ = try geometry(Tensor(dtype: .float32, shape: [0, d]), w1, b1, w2, b2)
+            self.w1 = try QuantizedMatrix(quantizing: w1)
+            self.w2 = try QuantizedMatrix(quantizing: w2)
+            (self.b1, self.b2, self.range) = (b1, b2, range)
+        }
+    }
+
+    /// The block with int8 weights: both GEMMs through `Linear.int8Gemm` (the
+    /// biases added as the products are turned back into float32), the
+    /// activation in float32 on each piece of the first as it is finished.
+    public static func run(_ x: Tensor, _ w: QuantizedWeights, activation: Activation) throws -> Tensor {
+        guard x.dtype == .float32 else { throw KernelError.unsupportedDType(x.dtype, reason: "spp.FeedForward runs in float32") }
+        let (d, f) = (w.w1.rows, w.w1.columns)
+        guard x.rank >= 1, x.shape[x.rank - 1] == d else {
+            throw KernelError.shapeMismatch("spp.FeedForward input \(Tensor.describe(x.shape)) does not end in the \(d) rows of its int8 W1")
+        }
+        let rows = d == 0 ? 0 : x.count / d
+        let out = Tensor(dtype: .float32, shape: x.shape)
+        let po = out.pointer(as: Float.self), b2 = w.b2.pointer(as: Float.self)
+        if rows == 0 || f == 0 {
+            Linear.fillRows(po, rows: rows, ld: d, with: b2, count: d)
+            return out
+        }
+        let hidden = UnsafeMutablePointer<Float>.allocate(capacity: rows * f)
+        defer { hidden.deallocate() }
+        Linear.int8Gemm(m: rows, a: x.pointer(as: Float.self), lda: d, w: w.w1, bias: w.b1.pointer(as: Float.self),
+                        c: hidden, ldc: f, range: w.range) { apply(activation, $0, count: $1) }
+        Linear.int8Gemm(m: rows, a: hidden, lda: f, w: w.w2, bias: b2, c: po, ldc: d, range: w.range)
+        return out
+    }
+
     /// The activation in place, in float32 like the graph it replaces.
     static func apply(_ activation: Activation, _ p: UnsafeMutablePointer<Float>, count: Int) {
         switch activation {

@@ -17,19 +17,26 @@ public enum Linear {
 
     public static var threads: Int { kernelThreads }
 
+    /// Before each oneDNN call: OpenMP thread counts belong to each calling
+    /// thread, and the caller may be a worker of ours.
+    @inline(__always)
+    static func setOpenMPThreads(_ n: Int = kernelThreads) {
+        if omp_get_max_threads() != Int32(n) { omp_set_num_threads(Int32(n)) }
+    }
+
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major, float32, through
-    /// oneDNN (its kernels use AVX-512 where the CPU has it; OpenBLAS if it refuses).
+    /// oneDNN (its kernels use AVX-512 where the CPU has it; OpenBLAS if it refuses),
+    /// on `threads` threads (default: the runtime's; 1 inside work already split).
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int? = nil) {
         if m == 0 || n == 0 { return }
         if k == 0 {
             // BLAS leaves C untouched for k == 0 only when beta == 1; make the empty sum explicit.
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        // OpenMP thread counts belong to each calling thread: the caller may be a worker of ours.
-        if omp_get_max_threads() != Int32(kernelThreads) { omp_set_num_threads(Int32(kernelThreads)) }
+        setOpenMPThreads(threads ?? kernelThreads)
         let status = dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda),
                                 b, Int64(ldb), beta, c, Int64(ldc))
         if status != dnnl_success {
@@ -129,19 +136,24 @@ public enum Linear {
         let (k2, n) = transB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
         guard k == k2 else { throw KernelError.shapeMismatch("Gemm inner dimensions differ: \(Tensor.describe(a.shape)) × \(Tensor.describe(b.shape))") }
         let out = Tensor(dtype: .float32, shape: [m, n], zeroed: true)
-        var betaUsed: Float = 0
-        if let c, beta != 0 {
-            guard c.dtype == .float32 else { throw KernelError.unsupportedDType(c.dtype, reason: "Gemm bias runs in float32") }
-            let bc = try Broadcast([c.shape, [m, n]])
-            guard bc.outShape == [m, n] else { throw KernelError.shapeMismatch("Gemm bias \(Tensor.describe(c.shape)) does not broadcast to [\(m), \(n)]") }
-            let pc = c.pointer(as: Float.self), po = out.pointer(as: Float.self)
-            bc.forEachRun { start, offs, count, steps in
-                for i in 0..<count { po[start + i] = pc[offs[0] + i * steps[0]] }
-            }
-            betaUsed = beta
-        }
+        // C copied as is, beta applied by the GEMM.
+        let betaUsed: Float = try fillGemmBias(c, beta: beta, into: out) ? beta : 0
         sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a.pointer(as: Float.self), lda: a.shape[1],
               b: b.pointer(as: Float.self), ldb: b.shape[1], beta: betaUsed, c: out.pointer(as: Float.self), ldc: n)
         return out
+    }
+
+    /// Copies Gemm's C, broadcast and times `factor`, into `out [M, N]`; true when
+    /// there is one to add (beta ≠ 0), so the product is to be accumulated onto it.
+    static func fillGemmBias(_ c: Tensor?, beta: Float, factor: Float = 1, into out: Tensor) throws -> Bool {
+        guard let c, beta != 0 else { return false }
+        guard c.dtype == .float32 else { throw KernelError.unsupportedDType(c.dtype, reason: "Gemm bias runs in float32") }
+        let bc = try Broadcast([c.shape, out.shape])
+        guard bc.outShape == out.shape else { throw KernelError.shapeMismatch("Gemm bias \(Tensor.describe(c.shape)) does not broadcast to \(Tensor.describe(out.shape))") }
+        let pc = c.pointer(as: Float.self), po = out.pointer(as: Float.self)
+        bc.forEachRun { start, offs, count, steps in
+            for i in 0..<count { po[start + i] = factor * pc[offs[0] + i * steps[0]] }
+        }
+        return true
     }
 }

@@ -274,12 +274,7 @@ extension Program {
                 return [try Attention.run(try arg(.x), weights, mask: optional(.mask), bias: optional(.bias), parameters)]
             }
         case .feedForward:
-            let activation: FeedForward.Activation
-            switch try node.feedForwardActivation() {
-            case .gelu: activation = .gelu
-            case .geluTanh: activation = .geluTanh
-            case .relu: activation = .relu
-            }
+            let activation = try feedForwardActivation(node)
             return { args in
                 [try FeedForward.run(required(args, 0), w1: required(args, 1), b1: required(args, 2),
                                      w2: required(args, 3), b2: required(args, 4), activation: activation)]
@@ -289,6 +284,15 @@ extension Program {
 }
 
 extension Program {
+    /// The kernel's activation of an `spp.FeedForward` node.
+    static func feedForwardActivation(_ node: Node) throws -> FeedForward.Activation {
+        switch try node.feedForwardActivation() {
+        case .gelu: return .gelu
+        case .geluTanh: return .geluTanh
+        case .relu: return .relu
+        }
+    }
+
     /// Runs one node on concrete inputs (constant folding uses this).
     public static func evaluate(_ node: Node, inputs: [Tensor?]) throws -> [Tensor] {
         try makeKernel(node)(inputs)

@@ -3,11 +3,30 @@ import SPPCore
 import SPPGraph
 import SPPKernels
 
+/// Precision of the constant weight matrices of the GEMMs.
+public enum WeightPrecision: String, CaseIterable, Sendable {
+    case fp32
+    /// int8 per output column, quantized when the program is prepared (after the
+    /// pruning path and the repair made the weights), activations quantized per
+    /// row as they run (`Linear.int8Gemm`): the projections of `spp.Attention`,
+    /// W1 and W2 of `spp.FeedForward`, and MatMul/Gemm with a constant B.
+    case int8
+}
+
 /// Options fixed when a program is prepared.
 public struct RuntimeOptions: Sendable {
     /// Threads for the kernels (BLAS included). 0 means one per core.
     public var threads: Int
-    public init(threads: Int = 0) { self.threads = threads }
+    public var weights: WeightPrecision
+    /// The range int8 GEMMs quantize activations to; nil: the widest this CPU's
+    /// kernels sum exactly (`ActivationRange.native`). Set to compare or test.
+    public var activationRange: ActivationRange?
+
+    public init(threads: Int = 0, weights: WeightPrecision = .fp32, activationRange: ActivationRange? = nil) {
+        self.threads = threads
+        self.weights = weights
+        self.activationRange = activationRange
+    }
 }
 
 /// An executable form of a graph: kernels chosen and attributes checked once,
@@ -53,7 +72,8 @@ public final class Program: @unchecked Sendable {
         var lastUse: [Int: Int] = [:]
         var pending: [(Node, KernelFunction, [Int?], [Int])] = []
         for (i, node) in graph.nodes.enumerated() {
-            let kernel = try lookupKernel(node, lookupTables) ?? Program.makeKernel(node)
+            let kernel = try lookupKernel(node, lookupTables) ?? Program.int8Kernel(node, graph.initializers, options)
+                ?? Program.makeKernel(node)
             let ins = node.inputs.map { $0.isEmpty || lookupTables[$0] != nil ? nil : slot($0) }
             for s in ins.compactMap({ $0 }) { lastUse[s] = i }
             pending.append((node, kernel, ins, node.outputs.map(slot)))

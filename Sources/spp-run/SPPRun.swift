@@ -4,6 +4,8 @@ import SPPCore
 import SPPRuntime
 import SPPTools
 
+extension WeightPrecision: ExpressibleByArgument {}
+
 @main
 struct SPPRun: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,6 +18,8 @@ struct SPPRun: ParsableCommand {
     @Option(help: "Directory for the outputs, one <output name>.npy each.") var outputDir: String
     @Option(help: "Threads (0: one per core).") var threads: Int = 0
     @Option(help: "Fraction of prunable parameters to keep (0 < R ≤ 1), for a model converted with a pruning method.") var keep: Double = 1
+    @Option(help: "Precision of the GEMM weight matrices: fp32, or int8 (quantized per column at load, activations per row as it runs).")
+    var weights: WeightPrecision = .fp32
     @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).") var repair = true
 
     func run() throws {
@@ -27,7 +31,7 @@ struct SPPRun: ParsableCommand {
                 }
                 named[String(spec[..<eq])] = try Npy.read(path: String(spec[spec.index(after: eq)...]))
             }
-            let m = try ModelFile.open(model).makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads))
+            let m = try ModelFile.open(model).makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads, weights: weights))
             let outputs = try m.run(named)
             if m.pruningPath != nil || m.storedBytesRead > 0 {
                 Report.stderr(String(format: "keep %.2f: %@ of stored tensor data read", keep, Report.bytes(m.storedBytesRead)))

@@ -4,7 +4,10 @@ import SPPCore
 import SPPFormat
 import SPPGraph
 import SPPPasses
+import SPPRuntime
 import SPPTools
+
+extension WeightPrecision: ExpressibleByArgument {}
 
 @main
 struct SPP: ParsableCommand {

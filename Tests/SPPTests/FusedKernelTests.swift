@@ -98,6 +98,16 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         #expect(e < 1e-5, "\(c): normalised error \(e)")
     }
 
+    /// Enough heads and tokens that threads take whole heads (`Attention.attend`):
+    /// ~1M multiply-adds per head, 3 active heads over 2 threads.
+    @Test func attentionSplitByHeadsMatchesNaive() throws {
+        Linear.setThreads(max(2, Linear.threads))
+        let c = AttentionCase(batch: 2, seq: 128, hidden: 48, qk: [32, 16, 32, 8], vo: [16, 32, 0, 24], causal: true, mask: [2, 1, 1, 128], bias: nil)
+        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 9)
+        let e = normalisedError(try Attention.run(x, w, mask: mask, bias: bias, p), try Attention.naive(x, w, mask: mask, bias: bias, p))
+        #expect(e < 1e-5, "normalised error \(e)")
+    }
+
     @Test func attentionWithoutValueRanksIsTheOutputBias() throws {
         let c = Self.attentionCases.first { $0.vo.allSatisfy { $0 == 0 } }!
         let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 1)

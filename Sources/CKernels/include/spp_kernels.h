@@ -4,6 +4,7 @@
 #ifndef SPP_KERNELS_H
 #define SPP_KERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 
 /// x · Φ(x) with erf (erf within 1.4e-7 absolute, polynomials of tools/fit-erf.py).
 void spp_gelu_erf(float *p, size_t n);
@@ -18,5 +19,31 @@ void spp_layer_norm_row(const float *x, float *y, size_t n, const float *scale, 
                         float *mean, float *inv_std);
 /// out = a + b.
 void spp_add(const float *a, const float *b, float *out, size_t n);
+
+/// Runs body(ctx, thread, threads) on a team of `threads` threads (the caller is
+/// thread 0) and returns when all are done: a fork and join in libgomp's pool,
+/// the one oneDNN's GEMMs use, whose workers spin briefly between regions.
+void spp_parallel(unsigned threads, void (*body)(void *ctx, int thread, int threads), void *ctx);
+
+// The two ends of the int8 GEMM (SPPKernels/Linear+Int8.swift): activations
+// quantized per row before it, int32 products turned back into float32 after it.
+
+/// Quantizes `rows` rows of x (leading dimension ldx) to 0…levels, asymmetric per row:
+/// the row's range [min, max], widened to include 0, maps onto 0…levels, so
+/// scale[r] = (max − min) / levels, zero[r] = round(−min / scale[r]) and
+/// q = clamp(round(x / scale[r]) + zero[r], 0, levels). An all-zero row gets scale 0;
+/// a row holding ±∞ or NaN gets scale NaN, so that its outputs are NaN as in float32.
+void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, size_t cols, int32_t levels,
+                          uint8_t *q, size_t ldq, float *scale, int32_t *zero);
+/// y[r, c] = row_scale[r] · col_scale[c] · (acc[r, c] − row_zero[r] · col_sum[c]), plus bias[c]
+/// when bias is not NULL, else plus the y[r, c] already there when accumulate is nonzero.
+void spp_dequantize_rows(const int32_t *acc, size_t ldacc, size_t rows, size_t cols,
+                         const float *row_scale, const int32_t *row_zero,
+                         const float *col_scale, const int32_t *col_sum,
+                         const float *bias, int accumulate, float *y, size_t ldy);
+/// acc[m×n] = a[m×k] · b[k×n] in int32, row-major: the plain loop used where
+/// oneDNN refuses a GEMM, and the reference tests hold the fast one to.
+void spp_gemm_u8s8s32_ref(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda,
+                          const int8_t *b, size_t ldb, int32_t *acc, size_t ldacc);
 
 #endif
