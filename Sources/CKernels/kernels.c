@@ -233,3 +233,38 @@ void spp_parallel(unsigned threads, void (*body)(void *ctx, int thread, int thre
     struct spp_job job = {body, ctx};
     GOMP_parallel(spp_job_run, &job, threads, 0);
 }
+
+SPP_CLONES void spp_row_sums(const float *x, float *out, size_t rows, size_t n) {
+    size_t full = n & ~(size_t)(LANES - 1);
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * n;
+        float acc[LANES] = {0};
+        for (size_t i = 0; i < full; i += LANES)
+            for (int k = 0; k < LANES; k++) acc[k] += row[i + k];
+        float s = sum_lanes(acc);
+        for (size_t i = full; i < n; i++) s += row[i];
+        out[r] = s;
+    }
+}
+
+SPP_CLONES void spp_square(const float *a, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] * a[i];
+}
+
+SPP_CLONES void spp_binary(int op, const float *a, const float *b, float *out, size_t n) {
+    switch (op) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i]; break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = a[i] - b[i]; break;
+    case 2: for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i]; break;
+    default: for (size_t i = 0; i < n; i++) out[i] = a[i] / b[i]; break;
+    }
+}
+
+SPP_CLONES void spp_binary_scalar(int op, const float *a, float b, float *out, size_t n) {
+    switch (op) {
+    case 0: for (size_t i = 0; i < n; i++) out[i] = a[i] + b; break;
+    case 1: for (size_t i = 0; i < n; i++) out[i] = a[i] - b; break;
+    case 2: for (size_t i = 0; i < n; i++) out[i] = a[i] * b; break;
+    default: for (size_t i = 0; i < n; i++) out[i] = a[i] / b; break;
+    }
+}

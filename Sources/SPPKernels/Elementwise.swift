@@ -21,6 +21,14 @@ public enum Elementwise {
     // MARK: Binary arithmetic
 
     public static func arithmetic(_ op: ArithmeticOp, _ a: Tensor, _ b: Tensor) throws -> Tensor {
+        // x² (a decomposed layer norm's variance) without a pow call per element.
+        if case .pow = op, a.dtype == .float32, b.count == 1, b.rank == 0 || b.shape.allSatisfy({ $0 == 1 }) && b.rank <= a.rank,
+           (b.dtype == .float32 && b.floats[0] == 2) || (b.dtype == .float64 && b.buffer(as: Double.self)[0] == 2)
+            || (b.dtype == .int64 && b.integers?[0] == 2) {
+            let out = Tensor(dtype: .float32, shape: a.shape)
+            spp_square(a.pointer(as: Float.self), out.pointer(as: Float.self), a.count)
+            return out
+        }
         if case .pow = op, a.dtype != b.dtype {
             return try power(a, b)
         }
@@ -34,33 +42,32 @@ public enum Elementwise {
     /// Float32 add/sub/mul/div where one shape is a suffix-broadcast of the other:
     /// the common case in transformers (bias, residual, scale) gets a tight loop.
     private static func float32Fast(_ op: ArithmeticOp, _ a: Tensor, _ b: Tensor) throws -> Tensor? {
-        let f: (Float, Float) -> Float
+        let code: Int32
         switch op {
-        case .add: f = (+)
-        case .sub: f = (-)
-        case .mul: f = (*)
-        case .div: f = (/)
+        case .add: code = 0
+        case .sub: code = 1
+        case .mul: code = 2
+        case .div: code = 3
         default: return nil
+        }
+        let x = a.pointer(as: Float.self), y = b.pointer(as: Float.self)
+        // One value per row of a ([..., n] with [..., 1]: a decomposed layer norm's centring and scaling).
+        if a.rank >= 1, b.rank == a.rank, b.shape.last == 1, Array(b.shape.dropLast()) == Array(a.shape.dropLast()), let n = a.shape.last, n > 1 {
+            let out = Tensor(dtype: .float32, shape: a.shape)
+            let o = out.pointer(as: Float.self)
+            for r in 0..<b.count { spp_binary_scalar(code, x + r * n, y[r], o + r * n, n) }
+            return out
         }
         guard a.count >= b.count, a.shape.count >= b.shape.count,
               Array(a.shape.suffix(b.shape.count)) == b.shape, b.count > 0 else { return nil }
         let out = Tensor(dtype: .float32, shape: a.shape)
-        let x = a.pointer(as: Float.self), y = b.pointer(as: Float.self), o = out.pointer(as: Float.self)
+        let o = out.pointer(as: Float.self)
         let n = b.count
-        if case .add = op, n > 1 {
-            // Residual and bias adds, the common case, through the vectorised C loop.
-            for base in stride(from: 0, to: a.count, by: n) { spp_add(x + base, y, o + base, n) }
-            return out
-        }
         if n == 1 {
-            let s = y[0]
-            for i in 0..<a.count { o[i] = f(x[i], s) }
+            spp_binary_scalar(code, x, y[0], o, a.count)
         } else {
-            var base = 0
-            while base < a.count {
-                for i in 0..<n { o[base + i] = f(x[base + i], y[i]) }
-                base += n
-            }
+            // Bias, residual and scale: b repeats along the leading axes of a.
+            for base in stride(from: 0, to: a.count, by: n) { spp_binary(code, x + base, y, o + base, n) }
         }
         return out
     }

@@ -1,3 +1,4 @@
+import CKernels
 import SPPCore
 
 public enum ReduceOp: Sendable { case sum, mean, max, min, prod }
@@ -14,6 +15,17 @@ public enum Reduction {
             outShape.append(d)
         }
         let fullShape = x.shape.enumerated().map { reduced.contains($0.offset) ? 1 : $0.element }
+        // Sums and means of float32 over trailing axes (a decomposed layer norm's ReduceMean): rows of a vectorised loop.
+        if x.dtype == .float32, op == .sum || op == .mean, let first = reduced.min(), reduced.count == x.rank - first, first > 0 {
+            let out = Tensor(dtype: .float32, shape: keepDims ? keptShape : outShape)
+            let n = x.shape[first...].reduce(1, *)
+            spp_row_sums(x.pointer(as: Float.self), out.pointer(as: Float.self), out.count, n)
+            if op == .mean, n > 0 {
+                let po = out.pointer(as: Float.self), inv = 1 / Float(n)
+                for r in 0..<out.count { po[r] *= inv }
+            }
+            return out
+        }
         return try x.dtype.visit(Reduce(op: op, x: x, outShape: keepDims ? keptShape : outShape, reducedShape: fullShape), op: "Reduce")
     }
 

@@ -238,3 +238,41 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         #expect(throws: GraphError.self) { try ShapeInference.infer(bad) }
     }
 }
+
+/// The float32 fast paths of a decomposed layer norm (row-broadcast arithmetic,
+/// x², sums over trailing axes) against loops in Double.
+@Suite struct DecomposedNormFastPathTests {
+    @Test func matchDoubleLoops() throws {
+        var rng = SplitMix64(seed: 11)
+        let (b, s, n) = (2, 3, 37)
+        let x = Tensor((0..<(b * s * n)).map { _ in rng.signedUnit() * 4 }, shape: [b, s, n])
+        let perRow = Tensor((0..<(b * s)).map { _ in rng.signedUnit() + 2 }, shape: [b, s, 1])
+        let perColumn = Tensor((0..<n).map { _ in rng.signedUnit() + 2 }, shape: [n])
+        let xs = x.floats, rs = perRow.floats, cs = perColumn.floats
+        let ops: [(ArithmeticOp, (Double, Double) -> Double)] = [(.add, +), (.sub, -), (.mul, *), (.div, /)]
+        for (op, f) in ops {
+            let byRow = try Elementwise.arithmetic(op, x, perRow).floats
+            let byColumn = try Elementwise.arithmetic(op, x, perColumn).floats
+            let byScalar = try Elementwise.arithmetic(op, x, Tensor([Float(1.5)], shape: [])).floats
+            for i in 0..<xs.count {
+                #expect(abs(Double(byRow[i]) - f(Double(xs[i]), Double(rs[i / n]))) < 1e-5)
+                #expect(abs(Double(byColumn[i]) - f(Double(xs[i]), Double(cs[i % n]))) < 1e-5)
+                #expect(abs(Double(byScalar[i]) - f(Double(xs[i]), 1.5)) < 1e-5)
+            }
+        }
+        let squared = try Elementwise.arithmetic(.pow, x, Tensor([Float(2)], shape: [])).floats
+        for i in 0..<xs.count { #expect(squared[i] == xs[i] * xs[i]) }
+        let mean = try Reduction.reduce(.mean, x, axes: [2], keepDims: true, noopWithEmptyAxes: false)
+        #expect(mean.shape == [b, s, 1])
+        let sum = try Reduction.reduce(.sum, x, axes: [1, 2], keepDims: false, noopWithEmptyAxes: false)
+        #expect(sum.shape == [b])
+        for r in 0..<(b * s) {
+            let want = (0..<n).reduce(0.0) { $0 + Double(xs[r * n + $1]) } / Double(n)
+            #expect(abs(Double(mean.floats[r]) - want) < 1e-5)
+        }
+        for r in 0..<b {
+            let want = (0..<(s * n)).reduce(0.0) { $0 + Double(xs[r * s * n + $1]) }
+            #expect(abs(Double(sum.floats[r]) - want) < 1e-4)
+        }
+    }
+}

@@ -17,6 +17,14 @@ void spp_softmax(float *p, const float *add, size_t n);
 /// Writes the mean and 1/√(var + eps) to *mean and *inv_std.
 void spp_layer_norm_row(const float *x, float *y, size_t n, const float *scale, const float *bias, float eps,
                         float *mean, float *inv_std);
+/// out[r] = Σ_j x[r·n + j] for each of `rows` rows.
+void spp_row_sums(const float *x, float *out, size_t rows, size_t n);
+/// out = a · a.
+void spp_square(const float *a, float *out, size_t n);
+/// Binary arithmetic, `op` 0 add, 1 sub, 2 mul, 3 div: out[i] = a[i] op b[i].
+void spp_binary(int op, const float *a, const float *b, float *out, size_t n);
+/// out[i] = a[i] op b, for one scalar b.
+void spp_binary_scalar(int op, const float *a, float b, float *out, size_t n);
 /// out = a + b.
 void spp_add(const float *a, const float *b, float *out, size_t n);
 
