@@ -38,7 +38,8 @@ let package = Package(
         .target(name: "SPPPasses", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPRuntime", "CBLAS", "CLAPACK"]),
 
         // What both command-line tools share: opening .onnx or .spp, conversion, summaries.
-        .target(name: "SPPTools", dependencies: ["SPPCore", "SPPGraph", "SPPFormat", "SPPRuntime", "SPPTokenizers", "SPPONNX", "SPPPasses"]),
+        .target(name: "SPPTools", dependencies: ["SPPCore", "SPPGraph", "SPPFormat", "SPPRuntime", "SPPTokenizers", "SPPONNX", "SPPPasses",
+                                               .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "spp", dependencies: [
             "SPPTools", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -138,10 +138,6 @@ SPP_CLONES void spp_layer_norm_row(const float *x, float *y, size_t n, const flo
     *inv_std = inv;
 }
 
-SPP_CLONES void spp_add(const float *a, const float *b, float *out, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
-}
-
 SPP_CLONES void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, size_t cols, int32_t levels,
                                      uint8_t *q, size_t ldq, float *scale, int32_t *zero) {
     size_t full = cols & ~(size_t)(LANES - 1);

@@ -176,7 +176,7 @@ public enum Attention {
             let base = pointer + b * sb + h * sh + i * si
             if sj == 1 {
                 // The usual case (a padding mask, a bias over keys): the vectorised C loop.
-                spp_add(row, base, row, count)
+                spp_binary(0, row, base, row, count)
             } else if sj == 0 {
                 let v = base[0]
                 for j in 0..<count { row[j] += v }

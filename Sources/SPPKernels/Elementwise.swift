@@ -22,9 +22,8 @@ public enum Elementwise {
 
     public static func arithmetic(_ op: ArithmeticOp, _ a: Tensor, _ b: Tensor) throws -> Tensor {
         // x² (a decomposed layer norm's variance) without a pow call per element.
-        if case .pow = op, a.dtype == .float32, b.count == 1, b.rank == 0 || b.shape.allSatisfy({ $0 == 1 }) && b.rank <= a.rank,
-           (b.dtype == .float32 && b.floats[0] == 2) || (b.dtype == .float64 && b.buffer(as: Double.self)[0] == 2)
-            || (b.dtype == .int64 && b.integers?[0] == 2) {
+        if case .pow = op, a.dtype == .float32, b.count == 1, b.rank <= a.rank,
+           try b.dtype.visit(ToDoubles(t: b), op: "Pow exponent") == [2] {
             let out = Tensor(dtype: .float32, shape: a.shape)
             spp_square(a.pointer(as: Float.self), out.pointer(as: Float.self), a.count)
             return out

@@ -4,7 +4,6 @@ import SPPCore
 import SPPRuntime
 import SPPTools
 
-extension WeightPrecision: ExpressibleByArgument {}
 
 @main
 struct SPPRun: ParsableCommand {
@@ -14,13 +13,10 @@ struct SPPRun: ParsableCommand {
         version: ToolVersion.current)
 
     @Argument(help: "A .spp or .onnx model.") var model: String
+    @OptionGroup var load: ModelLoadOptions
     @Option(name: .customLong("input"), help: "NAME=FILE.npy for each graph input (repeatable).") var inputs: [String] = []
     @Option(help: "Directory for the outputs, one <output name>.npy each.") var outputDir: String
     @Option(help: "Threads (0: one per core).") var threads: Int = 0
-    @Option(help: "Fraction of prunable parameters to keep (0 < R ≤ 1), for a model converted with a pruning method.") var keep: Double = 1
-    @Option(help: "Precision of the GEMM weight matrices: fp32, or int8 (quantized per column at load, activations per row as it runs).")
-    var weights: WeightPrecision = .fp32
-    @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).") var repair = true
 
     func run() throws {
         let outputs: [String: Tensor] = CommandLineErrors.report {
@@ -31,10 +27,10 @@ struct SPPRun: ParsableCommand {
                 }
                 named[String(spec[..<eq])] = try Npy.read(path: String(spec[spec.index(after: eq)...]))
             }
-            let m = try ModelFile.open(model).makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads, weights: weights))
+            let m = try load.makeModel(ModelFile.open(model), threads: threads)
             let outputs = try m.run(named)
             if m.pruningPath != nil || m.storedBytesRead > 0 {
-                Report.stderr(String(format: "keep %.2f: %@ of stored tensor data read", keep, Report.bytes(m.storedBytesRead)))
+                Report.stderr(String(format: "keep %.2f: %@ of stored tensor data read", load.keep, Report.bytes(m.storedBytesRead)))
             }
             return outputs
         }

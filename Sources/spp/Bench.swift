@@ -11,10 +11,7 @@ struct Bench: ParsableCommand {
         abstract: "Time a model on synthetic inputs; prints one JSON line (median and p90 latency, load time, peak RSS, achieved GFLOP/s).")
 
     @Argument(help: "A .spp or .onnx model.") var model: String
-    @Option(help: "Fraction of prunable parameters to keep (models with a pruning path).") var keep: Double = 1
-    @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).") var repair = true
-    @Option(help: "Precision of the GEMM weight matrices: fp32, or int8 (quantized per column at load, activations per row as it runs).")
-    var weights: WeightPrecision = .fp32
+    @OptionGroup var load: ModelLoadOptions
     @Option(help: "Batch size.") var batch: Int = 1
     @Option(help: "Sequence length (text models) — image models use their fixed input size.") var seq: Int = 128
     @Option(help: "Threads (0: one per core).") var threads: Int = 1
@@ -26,8 +23,8 @@ struct Bench: ParsableCommand {
         CommandLineErrors.report {
             let loadStart = Date()
             let file = try ModelFile.open(model)
-            let m = try file.makeModel(keep: keep, repair: repair, options: RuntimeOptions(threads: threads, weights: weights))
-            let load = Date().timeIntervalSince(loadStart)
+            let m = try load.makeModel(file, threads: threads)
+            let loadTime = Date().timeIntervalSince(loadStart)
             let inputs = try BenchInputs.make(for: m.inputs, batch: batch, seq: seq)
             for _ in 0..<max(warmup, 0) { _ = try m.run(inputs) }
             var times: [Double] = []
@@ -42,10 +39,10 @@ struct Bench: ParsableCommand {
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             var fields: [(String, String)] = [
-                ("model", "\"\((model as NSString).lastPathComponent)\""), ("keep", String(keep)), ("weights", "\"\(weights.rawValue)\""), ("batch", String(batch)),
+                ("model", "\"\((model as NSString).lastPathComponent)\""), ("keep", String(load.keep)), ("weights", "\"\(load.weights.rawValue)\""), ("batch", String(batch)),
                 ("seq", String(seq)), ("threads", String(threads)), ("runs", String(times.count)),
                 ("median_ms", String(format: "%.3f", median)), ("p90_ms", String(format: "%.3f", p90)),
-                ("load_ms", String(format: "%.1f", load * 1000)), ("peak_rss_mb", String(format: "%.1f", Double(usage.ru_maxrss) / 1024)),
+                ("load_ms", String(format: "%.1f", loadTime * 1000)), ("peak_rss_mb", String(format: "%.1f", Double(usage.ru_maxrss) / 1024)),
                 ("parameters", String(m.program.graph.parameterCount)),
             ]
             // Achieved throughput: the matrix-product FLOPs of this graph for these inputs over the median time.

@@ -9,10 +9,7 @@ struct Eval: ParsableCommand {
         abstract: "Retrieval quality of an embedding model on query/document pairs: recall@1, recall@10, MRR@10.")
 
     @Argument(help: "A .spp or .onnx embedding model.") var model: String
-    @Option(help: "Fraction of prunable parameters to keep (models with a pruning path).") var keep: Double = 1
-    @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).") var repair = true
-    @Option(help: "Precision of the GEMM weight matrices: fp32, or int8 (quantized per column at load, activations per row as it runs).")
-    var weights: WeightPrecision = .fp32
+    @OptionGroup var load: ModelLoadOptions
     @Option(help: "JSONL of pairs with a query and a document field.") var pairs: String
     @Option(help: "tokenizer.json of the model.") var tokenizer: String
     @Option(help: "Field of the query text.") var queryField: String = "query"
@@ -27,8 +24,7 @@ struct Eval: ParsableCommand {
             let queries = try TextInputs.readJSONL(pairs, field: queryField, limit: limit)
             let documents = try TextInputs.readJSONL(pairs, field: documentField, limit: limit)
             let file = try ModelFile.open(model)
-            let options = RuntimeOptions(threads: threads, weights: weights)
-            let m = try file.makeModel(keep: keep, repair: repair, options: options)
+            let m = try load.makeModel(file, threads: threads)
             let inputs = try TextInputs(tokenizer: tokenizer, maxLength: maxLength, graphInputs: m.inputs)
             func embedAll(_ model: Model, _ label: String) throws -> ([Float], [Float], Int) {
                 let total = queries.count + documents.count
@@ -39,9 +35,9 @@ struct Eval: ParsableCommand {
             let (q, d, dim) = try embedAll(m, "embedding")
             let metrics = RetrievalEval.metrics(queries: q, documents: d, count: queries.count, dimension: dim)
             var line = String(format: "keep %.2f %@  recall@1 %.4f  recall@10 %.4f  MRR@10 %.4f  (%d pairs)",
-                              keep, weights.rawValue, metrics.recallAt1, metrics.recallAt10, metrics.mrrAt10, metrics.pairs)
+                              load.keep, load.weights.rawValue, metrics.recallAt1, metrics.recallAt10, metrics.mrrAt10, metrics.pairs)
             // The reference is always the dense float32 model: below keep 1 or with int8 weights.
-            if keep < 1 || weights != .fp32 {
+            if load.keep < 1 || load.weights != .fp32 {
                 let dense = try file.makeModel(keep: 1, options: RuntimeOptions(threads: threads))
                 let (dq, dd, _) = try embedAll(dense, "dense reference")
                 let cosine = RetrievalEval.meanCosine(q + d, dq + dd, dimension: dim)

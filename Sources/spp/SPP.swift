@@ -7,7 +7,6 @@ import SPPPasses
 import SPPRuntime
 import SPPTools
 
-extension WeightPrecision: ExpressibleByArgument {}
 
 @main
 struct SPP: ParsableCommand {

@@ -199,7 +199,7 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         for k in 0..<n { #expect(abs(Double(y[k]) - ((Double(x[k]) - mu) * inv * Double(scale[k]) + Double(bias[k]))) < 2e-5) }
 
         var sum = [Float](repeating: 0, count: n)
-        spp_add(x, bias, &sum, n)
+        spp_binary(0, x, bias, &sum, n)
         #expect(sum == zip(x, bias).map { $0 + $1 })
     }
 

@@ -25,8 +25,6 @@ void spp_square(const float *a, float *out, size_t n);
 void spp_binary(int op, const float *a, const float *b, float *out, size_t n);
 /// out[i] = a[i] op b, for one scalar b.
 void spp_binary_scalar(int op, const float *a, float b, float *out, size_t n);
-/// out = a + b.
-void spp_add(const float *a, const float *b, float *out, size_t n);
 
 /// Runs body(ctx, thread, threads) on a team of `threads` threads (the caller is
 /// thread 0) and returns when all are done: a fork and join in libgomp's pool,
