@@ -1413,7 +1413,7 @@ const ProtobufCEnumDescriptor spp__tensor_entry__codec__descriptor =
   spp__tensor_entry__codec__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCFieldDescriptor spp__tensor_entry__field_descriptors[8] =
+static const ProtobufCFieldDescriptor spp__tensor_entry__field_descriptors[10] =
 {
   {
     "name",
@@ -1511,6 +1511,30 @@ static const ProtobufCFieldDescriptor spp__tensor_entry__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "value_dtype",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Spp__TensorEntry, value_dtype),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "scales",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Spp__TensorEntry, scales),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned spp__tensor_entry__field_indices_by_name[] = {
   6,   /* field[6] = checksum */
@@ -1520,12 +1544,14 @@ static const unsigned spp__tensor_entry__field_indices_by_name[] = {
   0,   /* field[0] = name */
   3,   /* field[3] = offset */
   5,   /* field[5] = raw_size */
+  9,   /* field[9] = scales */
   2,   /* field[2] = shape */
+  8,   /* field[8] = value_dtype */
 };
 static const ProtobufCIntRange spp__tensor_entry__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor spp__tensor_entry__descriptor =
 {
@@ -1535,7 +1561,7 @@ const ProtobufCMessageDescriptor spp__tensor_entry__descriptor =
   "Spp__TensorEntry",
   "spp",
   sizeof(Spp__TensorEntry),
-  8,
+  10,
   spp__tensor_entry__field_descriptors,
   spp__tensor_entry__field_indices_by_name,
   1,  spp__tensor_entry__number_ranges,

@@ -31,8 +31,12 @@ public enum FormatError: Error, CustomStringConvertible, Equatable, Sendable {
     case absurdShape(path: String, tensor: String, shape: [Int64], reason: String)
     /// The tensor's frame does not lie inside the data section.
     case frameOutOfBounds(path: String, tensor: String, offset: UInt64, size: UInt64, dataSize: UInt64)
-    /// The tensor's decoded bytes are not valid for its dtype (a bool that is not 0 or 1).
+    /// The tensor's decoded bytes are not valid for its dtype (a bool that is not 0 or 1, a negative scale).
     case invalidTensorData(path: String, tensor: String, reason: String)
+    /// The tensor's storage precision (`value_dtype`, `scales`) is inconsistent:
+    /// int8 without scales, scales missing or of the wrong shape or type, a dtype
+    /// that cannot stand for its value.
+    case invalidEncoding(path: String, tensor: String, reason: String)
     /// A `FormatLimits` bound was exceeded; `limit` is the field's name.
     case limitExceeded(path: String, limit: String, value: UInt64, maximum: Int)
     case unknownOp(path: String, node: String, op: String)
@@ -76,6 +80,8 @@ public enum FormatError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(path): tensor '\(tensor)' frame (\(size) bytes at data offset \(offset)) lies outside the \(dataSize)-byte data section"
         case let .invalidTensorData(path, tensor, reason):
             return "\(path): tensor '\(tensor)' holds invalid data: \(reason)"
+        case let .invalidEncoding(path, tensor, reason):
+            return "\(path): tensor '\(tensor)' has an inconsistent storage precision: \(reason)"
         case let .limitExceeded(path, limit, value, maximum):
             return "\(path): \(limit) is \(value), above the limit of \(maximum) (FormatLimits.\(limit))"
         case let .unknownOp(path, node, op):

@@ -22,6 +22,8 @@ struct HeaderDecoder {
     let path: String
     let limits: FormatLimits
     let formatVersion: UInt32
+    /// The preamble's flags.
+    let flags: UInt32
 
     func decode(_ m: UnsafePointer<Spp__Model>) throws -> DecodedHeader {
         guard m.pointee.format_version == formatVersion else {
@@ -91,11 +93,37 @@ struct HeaderDecoder {
                                                 value: totalOverflow ? UInt64.max : UInt64(total), maximum: limits.maxTotalBytes)
             }
             totalBytes = total
+            var encoding: ValueEncoding?
+            if e.pointee.value_dtype != 0 || e.pointee.scales.map({ $0.pointee != 0 }) == true {
+                guard let valueDType = DType(rawValue: e.pointee.value_dtype) else {
+                    throw FormatError.unknownDType(path: path, tensor: "the value of \(what)", code: e.pointee.value_dtype)
+                }
+                let scales = cString(e.pointee.scales)
+                encoding = ValueEncoding(valueDType: valueDType, scales: scales.isEmpty ? nil : scales)
+            }
             entries.append(TensorEntryInfo(name: name, dtype: dtype, shape: shape, codec: codec,
                                            fileOffset: Int(e.pointee.offset), compressedSize: Int(e.pointee.compressed_size),
-                                           rawSize: byteCount, checksum: e.pointee.checksum))
+                                           rawSize: byteCount, checksum: e.pointee.checksum, encoding: encoding))
         }
+        try checkEncodings(entries)
         return entries
+    }
+
+    /// Encoded entries need the preamble's flag and must follow `ValueEncoding`'s
+    /// rules (int8 with float32 scales of the right shape, present in the table).
+    private func checkEncodings(_ entries: [TensorEntryInfo]) throws {
+        let byName = Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for e in entries {
+            guard let encoding = e.encoding else { continue }
+            guard flags & SPPFormat.encodedTensorsFlag != 0 else {
+                throw FormatError.headerInconsistent(path: path, reason:
+                    "tensor '\(e.name)' is stored at a lower precision, but the preamble's flag for that is not set")
+            }
+            let problem = ValueEncoding.problem(encoding, dtype: e.dtype, shape: e.shape) { name in
+                byName[name].map { ($0.dtype, $0.shape, $0.encoding != nil) }
+            }
+            if let problem { throw FormatError.invalidEncoding(path: path, tensor: e.name, reason: problem) }
+        }
     }
 
     /// Checks rank, signs and element count against the limits, without
@@ -196,7 +224,7 @@ struct HeaderDecoder {
         }
         let tensor = Tensor(dtype: dtype, shape: shape)
         if byteCount > 0, let src = raw.data { tensor.rawPointer.copyMemory(from: src, byteCount: byteCount) }
-        if dtype == .bool, let bad = firstInvalidBool(tensor) {
+        if dtype == .bool, let bad = firstInvalidBool(tensor.rawPointer, count: tensor.byteCount) {
             throw FormatError.invalidTensorData(path: path, tensor: what, reason: "bool element \(bad) is neither 0 nor 1")
         }
         return tensor
@@ -294,8 +322,8 @@ struct HeaderDecoder {
 
 /// Index of the first byte of a bool tensor that is neither 0 nor 1 (any other
 /// value would be undefined behaviour once read as a Swift `Bool`).
-func firstInvalidBool(_ t: Tensor) -> Int? {
-    let bytes = t.rawPointer.assumingMemoryBound(to: UInt8.self)
-    for i in 0..<t.byteCount where bytes[i] > 1 { return i }
+func firstInvalidBool(_ p: UnsafeRawPointer, count: Int) -> Int? {
+    let bytes = p.assumingMemoryBound(to: UInt8.self)
+    for i in 0..<count where bytes[i] > 1 { return i }
     return nil
 }

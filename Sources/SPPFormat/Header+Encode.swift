@@ -13,6 +13,7 @@ struct PlannedEntry {
     var compressedSize: Int
     var rawSize: Int
     var checksum: UInt64
+    var encoding: ValueEncoding?
 }
 
 /// Builds the protobuf-c `spp.Model` tree for a model and packs it.
@@ -124,6 +125,10 @@ enum HeaderEncoder {
         switch e.codec {
         case .none: m.pointee.codec = SPP__TENSOR_ENTRY__CODEC__NONE
         case .zstd: m.pointee.codec = SPP__TENSOR_ENTRY__CODEC__ZSTD
+        }
+        if let encoding = e.encoding {
+            m.pointee.value_dtype = encoding.valueDType.rawValue
+            if let scales = encoding.scales { m.pointee.scales = arena.string(scales) }
         }
         return m
     }

@@ -6,8 +6,10 @@
 //   offset     size  field
 //   0          8     magic "SPPMODEL" (53 50 50 4D 4F 44 45 4C)
 //   8          4     u32 format version (1)
-//   12         4     u32 flags (0; no flag is defined in version 1, and a
-//                    reader rejects a file that sets a bit it does not know)
+//   12         4     u32 flags: bit 0 = some tensors are stored at a lower
+//                    precision than their value (TensorEntry value_dtype,
+//                    scales); a reader rejects a file that sets a bit it does
+//                    not know
 //   16         8     u64 header length H
 //   24         H     header: protobuf message spp.Model (schemas/spp_model.proto):
 //                    graph, tensor table, data_size, provenance
@@ -25,6 +27,8 @@
 // table's checksum is XXH64 (seed 0) of the stored frame bytes, so a reader
 // can reject a corrupted frame before decompressing it. Decoded bytes are
 // row-major, little-endian elements of the entry's dtype (ONNX type codes).
+// An entry with value_dtype set stores float32 values as float16, bfloat16
+// or int8 (times its scales tensor: one scale per row or per column).
 //
 // Frames are independent and located by the header alone, so a reader can
 // fetch any subset of tensors with one positioned read each.
@@ -37,8 +41,12 @@ public enum SPPFormat {
     public static let currentVersion: UInt32 = 1
     /// The versions `SPPReader` accepts. See "History of breaking changes" in docs/format.md.
     public static let readableVersions: [UInt32] = [1]
-    /// Flag bits this build understands (none yet).
-    public static let knownFlags: UInt32 = 0
+    /// Flag bit 0: the file has tensors stored at a lower precision than their
+    /// value (`ValueEncoding`). Set only then, so that files without them stay
+    /// readable by readers that predate it.
+    public static let encodedTensorsFlag: UInt32 = 1
+    /// Flag bits this build understands.
+    public static let knownFlags: UInt32 = encodedTensorsFlag
     /// Alignment of the data section and of every frame in it, in bytes.
     public static let alignment = 64
     /// Bytes before the header: magic, version, flags, header length.

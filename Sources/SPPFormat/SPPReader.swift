@@ -5,7 +5,6 @@ import Darwin
 #endif
 import CProtobuf
 import CZstd
-import Dispatch
 import Foundation
 import SPPCore
 import SPPGraph
@@ -44,6 +43,8 @@ public final class SPPReader: Sendable {
 
     private let fd: Int32
     private let index: [String: Int]
+    /// Entries some encoded entry names as its scales (their values are checked when read).
+    private let scalesNames: Set<String>
 
     /// Opens `path` and reads its header.
     ///
@@ -71,6 +72,7 @@ public final class SPPReader: Sendable {
             dataOffset = header.dataOffset
             tensorEntries = header.entries
             index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+            scalesNames = Set(header.entries.compactMap { $0.encoding?.scales })
         } catch {
             close(fd)
             throw error
@@ -93,77 +95,81 @@ public final class SPPReader: Sendable {
         return try tensor(e)
     }
 
-    /// Reads, checks and decodes the tensor of a table row from this reader.
+    /// Reads, checks and decodes the tensor of a table row from this reader, as
+    /// stored (an encoded entry gives its stored elements: see `ValueEncoding`).
     public func tensor(_ e: TensorEntryInfo) throws -> Tensor {
-        let tensor: Tensor
+        let tensor = Tensor(dtype: e.dtype, shape: e.shape)
+        try decode(e, into: tensor.rawPointer, buffers: FrameBuffers())
+        return tensor
+    }
+
+    /// Reads, checks and decodes several tensors as stored, in `entries` order;
+    /// throws the first failing entry's error.
+    public func tensors(_ entries: [TensorEntryInfo]) throws -> [Tensor] {
+        let buffers = FrameBuffers()
+        return try entries.map { e in
+            let tensor = Tensor(dtype: e.dtype, shape: e.shape)
+            try decode(e, into: tensor.rawPointer, buffers: buffers)
+            return tensor
+        }
+    }
+
+    /// Reads everything as stored: the graph with all its initializers (encoded
+    /// ones as their stored elements, with `encodings`), and the provenance.
+    public func loadModel() throws -> SPPModel {
+        var graph = graphStructure
+        for (e, t) in zip(tensorEntries, try tensors(tensorEntries)) { graph.initializers[e.name] = t }
+        var encodings: [String: ValueEncoding] = [:]
+        for e in tensorEntries { if let encoding = e.encoding { encodings[e.name] = encoding } }
+        return SPPModel(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable,
+                        lookupTables: lookupTables, encodings: encodings)
+    }
+
+    /// Reads, checks and decodes the stored bytes of `e` into `dst`, which holds
+    /// `e.rawSize` bytes: one positioned read of the frame, its checksum, and zstd
+    /// straight into `dst`. Safe to call from several threads, each with its own buffers.
+    public func decode(_ e: TensorEntryInfo, into dst: UnsafeMutableRawPointer, buffers: FrameBuffers) throws {
         switch e.codec {
         case .none:
-            tensor = Tensor(dtype: e.dtype, shape: e.shape)
-            try readFrame(e, into: tensor.rawPointer)
-            try verify(e, UnsafeRawBufferPointer(start: tensor.rawPointer, count: e.compressedSize))
+            try readFrame(e, into: dst)
+            try verify(e, UnsafeRawBufferPointer(start: dst, count: e.compressedSize))
         case .zstd:
-            // The frame is read and checked before the (possibly large) tensor is allocated.
-            let frame = UnsafeMutableRawPointer.allocate(byteCount: max(e.compressedSize, 1), alignment: 64)
-            defer { frame.deallocate() }
+            // The frame is read and checked before anything is decompressed.
+            let frame = buffers.frame(e.compressedSize)
             try readFrame(e, into: frame)
             let src = UnsafeRawBufferPointer(start: frame, count: e.compressedSize)
             try verify(e, src)
             try checkDeclaredSize(e, src)
-            tensor = Tensor(dtype: e.dtype, shape: e.shape)
-            try decompress(e, src, into: tensor.rawPointer)
+            try decompress(e, src, into: dst, context: buffers.context)
         }
-        if e.dtype == .bool, let bad = firstInvalidBool(tensor) {
-            throw FormatError.invalidTensorData(path: path, tensor: e.name, reason: "bool element \(bad) is neither 0 nor 1")
+        if let reason = invalidData(e, UnsafeRawPointer(dst)) {
+            throw FormatError.invalidTensorData(path: path, tensor: e.name, reason: reason)
         }
-        return tensor
     }
 
-    /// Reads, checks and decodes several tensors on two threads, in `entries` order.
-    /// On failure it throws the first failing entry's error in that order, so the
-    /// error does not depend on thread timing.
-    public func tensors(_ entries: [TensorEntryInfo]) throws -> [Tensor] {
-        var results = [Result<Tensor, Error>?](repeating: nil, count: entries.count)
-        let lock = NSLock()
-        var next = 0
-        var failed = false
-        results.withUnsafeMutableBufferPointer { out in
-            DispatchQueue.concurrentPerform(iterations: min(2, entries.count)) { _ in
-                while true {
-                    lock.lock()
-                    let i = next
-                    next += 1
-                    let stop = failed
-                    lock.unlock()
-                    if stop || i >= entries.count { return }
-                    do {
-                        out[i] = .success(try tensor(entries[i]))
-                    } catch {
-                        out[i] = .failure(error)
-                        lock.lock()
-                        failed = true
-                        lock.unlock()
-                    }
-                }
-            }
-        }
-        var tensors: [Tensor] = []
-        tensors.reserveCapacity(entries.count)
-        for r in results {
-            switch r {
-            case let .success(t)?: tensors.append(t)
-            case let .failure(error)?: throw error
-            case nil: break
-            }
-        }
-        return tensors
+    /// `decode` into the buffers' scratch space; the bytes stay valid until the
+    /// buffers' next use. For callers that convert what they read (expanding
+    /// float16, taking some rows).
+    public func decode(_ e: TensorEntryInfo, buffers: FrameBuffers) throws -> UnsafeRawPointer {
+        let dst = buffers.scratch(e.rawSize)
+        try decode(e, into: dst, buffers: buffers)
+        return UnsafeRawPointer(dst)
     }
 
-    /// Reads everything: the graph with all its initializers, and the provenance.
-    public func loadModel() throws -> SPPModel {
-        var graph = graphStructure
-        for (e, t) in zip(tensorEntries, try tensors(tensorEntries)) { graph.initializers[e.name] = t }
-        return SPPModel(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable,
-                        lookupTables: lookupTables)
+    /// Why decoded bytes are not valid for the entry: a bool other than 0 or 1
+    /// (undefined behaviour once read as a Swift `Bool`), a scale that is negative
+    /// or not finite.
+    private func invalidData(_ e: TensorEntryInfo, _ bytes: UnsafeRawPointer) -> String? {
+        if e.dtype == .bool, let bad = firstInvalidBool(bytes, count: e.rawSize) {
+            return "bool element \(bad) is neither 0 nor 1"
+        }
+        if scalesNames.contains(e.name), e.dtype == .float32 {
+            let s = bytes.assumingMemoryBound(to: Float.self)
+            for i in 0..<(e.rawSize / 4) where !(s[i].isFinite && s[i] >= 0) {
+                return "scale \(i) is \(s[i]); scales are finite and not negative"
+            }
+        }
+        return nil
     }
 
     // MARK: frames
@@ -198,8 +204,9 @@ public final class SPPReader: Sendable {
         }
     }
 
-    private func decompress(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawPointer) throws {
-        let r = ZSTD_decompress(dst, e.rawSize, src.baseAddress, src.count)
+    private func decompress(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawPointer,
+                            context: OpaquePointer) throws {
+        let r = ZSTD_decompressDCtx(context, dst, e.rawSize, src.baseAddress, src.count)
         if ZSTD_isError(r) != 0 {
             throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: String(cString: ZSTD_getErrorName(r)))
         }
@@ -278,7 +285,7 @@ public final class SPPReader: Sendable {
             throw FormatError.headerUndecodable(path: path, length: headerLength)
         }
         defer { spp__model__free_unpacked(model, nil) }
-        let decoded = try HeaderDecoder(path: path, limits: limits, formatVersion: version).decode(model)
+        let decoded = try HeaderDecoder(path: path, limits: limits, formatVersion: version, flags: flags).decode(model)
 
         // The data section must be all there; name the first frame that is cut.
         let dataOffset = SPPFormat.aligned(pre + headerLength + SPPFormat.checksumSize)!
@@ -299,7 +306,7 @@ public final class SPPReader: Sendable {
         let entries = decoded.entries.map {
             TensorEntryInfo(name: $0.name, dtype: $0.dtype, shape: $0.shape, codec: $0.codec,
                             fileOffset: dataOffset + $0.fileOffset, compressedSize: $0.compressedSize,
-                            rawSize: $0.rawSize, checksum: $0.checksum)
+                            rawSize: $0.rawSize, checksum: $0.checksum, encoding: $0.encoding)
         }
         return (version, Header(graph: decoded.graph, provenance: decoded.provenance, pruningPath: decoded.pruningPath,
                                costTable: decoded.costTable, lookupTables: decoded.lookupTables,

@@ -26,6 +26,7 @@ public enum SPPWriter {
                 "compression level \(compressionLevel) is outside zstd's \(ZSTD_minCLevel())...\(ZSTD_maxCLevel()) (0 = uncompressed)")
         }
         try validate(model.graph, path: path)
+        try validate(model.encodings, of: model.graph.initializers, path: path)
 
         // Tensors in name order: the file does not depend on dictionary order.
         let tensors = model.graph.initializers.sorted { $0.key < $1.key }
@@ -38,7 +39,8 @@ public enum SPPWriter {
         for (i, (name, tensor)) in tensors.enumerated() {
             let f = frames[i]
             entries.append(PlannedEntry(name: name, dtype: tensor.dtype, shape: tensor.shape, codec: f.codec, offset: offset,
-                                        compressedSize: f.count, rawSize: tensor.byteCount, checksum: f.checksum))
+                                        compressedSize: f.count, rawSize: tensor.byteCount, checksum: f.checksum,
+                                        encoding: model.encodings[name]))
             dataSize = offset + f.count
             offset = SPPFormat.aligned(dataSize)!
         }
@@ -48,7 +50,7 @@ public enum SPPWriter {
                                           entries: entries, dataSize: dataSize)
         var head: [UInt8] = SPPFormat.magic
         appendLE(&head, SPPFormat.currentVersion)
-        appendLE(&head, UInt32(0))
+        appendLE(&head, model.encodings.isEmpty ? 0 : SPPFormat.encodedTensorsFlag)
         appendLE(&head, UInt64(header.count))
         head += header
         appendLE(&head, XXHash64.hash(head))
@@ -82,9 +84,26 @@ public enum SPPWriter {
         }
         for n in g.nodes {
             for (key, a) in n.attributes {
-                if case let .tensor(t) = a, t.tensor.dtype == .bool, firstInvalidBool(t.tensor) != nil {
+                if case let .tensor(t) = a, t.tensor.dtype == .bool, firstInvalidBool(t.tensor.rawPointer, count: t.tensor.byteCount) != nil {
                     throw FormatError.writeFailed(path: path, reason: "attribute '\(key)' of node '\(n.name)' holds a bool that is neither 0 nor 1")
                 }
+            }
+        }
+    }
+
+    /// Every encoding names an initializer and follows `ValueEncoding`'s rules,
+    /// and every scale is finite and not negative — what the reader checks.
+    private static func validate(_ encodings: [String: ValueEncoding], of tensors: [String: Tensor], path: String) throws {
+        for (name, encoding) in encodings.sorted(by: { $0.key < $1.key }) {
+            guard let t = tensors[name] else {
+                throw FormatError.writeFailed(path: path, reason: "tensor '\(name)' has a storage precision but is not in the model")
+            }
+            let problem = ValueEncoding.problem(encoding, dtype: t.dtype, shape: t.shape) { other in
+                tensors[other].map { ($0.dtype, $0.shape, encodings[other] != nil) }
+            }
+            if let problem { throw FormatError.writeFailed(path: path, reason: "tensor '\(name)': \(problem)") }
+            if let scales = encoding.scales.flatMap({ tensors[$0] }), let bad = scales.buffer(as: Float.self).first(where: { !($0.isFinite && $0 >= 0) }) {
+                throw FormatError.writeFailed(path: path, reason: "tensor '\(name)' has scale \(bad); scales are finite and not negative")
             }
         }
     }

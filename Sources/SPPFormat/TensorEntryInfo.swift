@@ -25,4 +25,10 @@ public struct TensorEntryInfo: Sendable, Equatable {
     public let rawSize: Int
     /// XXH64 of the stored frame.
     public let checksum: UInt64
+    /// Set when the stored elements stand for float32 values at a lower
+    /// precision (checked against the table when the file is opened).
+    public let encoding: ValueEncoding?
+
+    /// The dtype the graph sees: float32 for an encoded entry, else `dtype`.
+    public var valueDType: DType { encoding?.valueDType ?? dtype }
 }

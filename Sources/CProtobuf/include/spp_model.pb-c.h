@@ -261,10 +261,24 @@ struct  Spp__TensorEntry
    */
   uint64_t checksum;
   Spp__TensorEntry__Codec codec;
+  /*
+   * Storage precision. Unset (0): the stored elements are the graph's value.
+   * Set: the graph's value has this dtype (float32) and the stored elements
+   * (dtype float16, bfloat16 or int8) stand for it — expanded when loaded, or,
+   * for int8, times `scales`. Files with such entries set preamble flag bit 0.
+   */
+  int32_t value_dtype;
+  /*
+   * With value_dtype float32 and dtype int8 (required then, and only then):
+   * the name of a float32 entry of shape [rows, 1] (a scale per row) or
+   * [1, cols] (a scale per column) of this rank-2 tensor; value = int8 × scale.
+   * Several entries may name the same scales (row chunks of one matrix).
+   */
+  char *scales;
 };
 #define SPP__TENSOR_ENTRY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&spp__tensor_entry__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0, 0, 0, 0, SPP__TENSOR_ENTRY__CODEC__NONE }
+    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0, 0, 0, 0, SPP__TENSOR_ENTRY__CODEC__NONE, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Spp__Provenance
