@@ -8,7 +8,7 @@ import CKernels
 /// workers spin briefly between regions, so a fork and join costs about a
 /// microsecond (a wake-up through GCD took tens of microseconds on a VM's idle
 /// vCPU, more than a short GEMM). oneDNN calls inside a region run on their thread.
-enum Parallel {
+public enum Parallel {
     /// Calls `body` on consecutive ranges covering `0..<count`, concurrently
     /// when there is enough work: at least `minimumChunk` items per range.
     static func forEachChunk(_ count: Int, minimumChunk: Int, _ body: (Range<Int>) -> Void) {

@@ -1,0 +1,30 @@
+// Storage precision (`spp convert --weights`, loading a .spp): conversions
+// between the stored element types and float32, int8 dequantisation, the
+// gather-transpose that turns a pair's unit-major rows into the columns a
+// kernel reads, and a parallel loop over independent items of uneven size.
+#ifndef SPP_STORAGE_H
+#define SPP_STORAGE_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// IEEE half (binary16 bits) to float32, exactly (F16C where the CPU has it).
+void spp_half_to_float(const uint16_t *in, float *out, size_t n);
+/// bfloat16 (the top 16 bits of a float32) to float32, exactly.
+void spp_bfloat_to_float(const uint16_t *in, float *out, size_t n);
+/// float32 to half, rounding to nearest even; beyond ±65504 gives ±∞ (callers check the range).
+void spp_float_to_half(const float *in, uint16_t *out, size_t n);
+/// float32 to bfloat16, rounding to nearest even; a NaN stays a (quiet) NaN.
+void spp_float_to_bfloat(const float *in, uint16_t *out, size_t n);
+/// out[r, c] = q[r, c] · scales[r] (per_row) or · scales[c], for rows × cols row-major.
+void spp_int8_to_float(const int8_t *q, const float *scales, int per_row, size_t rows, size_t cols, float *out);
+/// out[c, j] = in[order[j], c] for c < cols, j < n, with 4-byte (`_32`) or 1-byte
+/// (`_8`) elements: rows of `in` picked by `order` (NULL: 0, 1, …) become columns
+/// of `out` [cols, n].
+void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out);
+void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out);
+/// Calls body(ctx, i) for every i < count on a team of `threads` threads in
+/// libgomp's pool (as spp_parallel), each thread taking the next item as it
+/// finishes one, so that items of uneven size keep all threads busy.
+void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, size_t item), void *ctx);
+
+#endif

@@ -1,0 +1,94 @@
+#include "spp_storage.h"
+#include <string.h>
+
+void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+
+// Clones as in kernels.c: x86-64-v3 and v4 have F16C, so half conversions
+// compile to vcvtph2ps / vcvtps2ph; the baseline clone converts in software.
+#if defined(__x86_64__)
+#define SPP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SPP_CLONES
+#endif
+
+SPP_CLONES void spp_half_to_float(const uint16_t *in, float *out, size_t n) {
+    const _Float16 *h = (const _Float16 *)in;
+    for (size_t i = 0; i < n; i++) out[i] = (float)h[i];
+}
+
+SPP_CLONES void spp_bfloat_to_float(const uint16_t *in, float *out, size_t n) {
+    uint32_t *o = (uint32_t *)out;
+    for (size_t i = 0; i < n; i++) o[i] = (uint32_t)in[i] << 16;
+}
+
+SPP_CLONES void spp_float_to_half(const float *in, uint16_t *out, size_t n) {
+    _Float16 *h = (_Float16 *)out;
+    for (size_t i = 0; i < n; i++) h[i] = (_Float16)in[i];
+}
+
+SPP_CLONES void spp_float_to_bfloat(const float *in, uint16_t *out, size_t n) {
+    const uint32_t *u = (const uint32_t *)in;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits = u[i];
+        // Round to nearest even on the 16 bits dropped; a NaN keeps its sign and becomes quiet.
+        uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+        int nan = (bits & 0x7fffffffu) > 0x7f800000u;
+        out[i] = (uint16_t)(nan ? ((bits >> 16) | 0x40u) : rounded);
+    }
+}
+
+SPP_CLONES void spp_int8_to_float(const int8_t *q, const float *scales, int per_row, size_t rows, size_t cols, float *out) {
+    for (size_t r = 0; r < rows; r++) {
+        const int8_t *qr = q + r * cols;
+        float *o = out + r * cols;
+        if (per_row) {
+            float s = scales[r];
+            for (size_t c = 0; c < cols; c++) o[c] = s * (float)qr[c];
+        } else {
+            for (size_t c = 0; c < cols; c++) o[c] = scales[c] * (float)qr[c];
+        }
+    }
+}
+
+// Tiles of 16 × 16 elements: the rows read and the rows written stay in cache.
+#define TILE 16
+#define GATHER_TRANSPOSE(T)                                                                  \
+    for (size_t j0 = 0; j0 < n; j0 += TILE) {                                                \
+        size_t j1 = j0 + TILE < n ? j0 + TILE : n;                                           \
+        for (size_t c0 = 0; c0 < cols; c0 += TILE) {                                         \
+            size_t c1 = c0 + TILE < cols ? c0 + TILE : cols;                                 \
+            for (size_t j = j0; j < j1; j++) {                                               \
+                const T *row = in + (size_t)(order ? order[j] : (int64_t)j) * cols;          \
+                for (size_t c = c0; c < c1; c++) out[c * n + j] = row[c];                    \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out) {
+    GATHER_TRANSPOSE(uint32_t)
+}
+
+void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out) {
+    GATHER_TRANSPOSE(uint8_t)
+}
+
+struct spp_items {
+    void (*body)(void *, size_t);
+    void *ctx;
+    size_t count;
+    size_t next;
+};
+
+static void spp_items_run(void *p) {
+    struct spp_items *job = p;
+    for (;;) {
+        size_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (i >= job->count) return;
+        job->body(job->ctx, i);
+    }
+}
+
+void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, size_t item), void *ctx) {
+    struct spp_items job = {body, ctx, count, 0};
+    GOMP_parallel(spp_items_run, &job, threads, 0);
+}
