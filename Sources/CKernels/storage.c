@@ -50,9 +50,9 @@ SPP_CLONES void spp_int8_to_float(const int8_t *q, const float *scales, int per_
     }
 }
 
-// Tiles of 16 × 16 elements: the rows read and the rows written stay in cache.
-#define TILE 16
-#define GATHER_TRANSPOSE(T)                                                                  \
+// Tiles of one 64-byte cache line each way (16 × 16 four-byte elements, 64 × 64
+// bytes): the lines read and the lines written stay in L1 while the tile is moved.
+#define GATHER_TRANSPOSE(T, TILE)                                                            \
     for (size_t j0 = 0; j0 < n; j0 += TILE) {                                                \
         size_t j1 = j0 + TILE < n ? j0 + TILE : n;                                           \
         for (size_t c0 = 0; c0 < cols; c0 += TILE) {                                         \
@@ -65,15 +65,17 @@ SPP_CLONES void spp_int8_to_float(const int8_t *q, const float *scales, int per_
     }
 
 void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out) {
-    GATHER_TRANSPOSE(uint32_t)
+    GATHER_TRANSPOSE(uint32_t, 16)
 }
 
 void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out) {
-    GATHER_TRANSPOSE(uint8_t)
+    GATHER_TRANSPOSE(uint8_t, 64)
 }
 
+int omp_get_thread_num(void);
+
 struct spp_items {
-    void (*body)(void *, size_t);
+    void (*body)(void *, size_t, int);
     void *ctx;
     size_t count;
     size_t next;
@@ -81,14 +83,15 @@ struct spp_items {
 
 static void spp_items_run(void *p) {
     struct spp_items *job = p;
+    int thread = omp_get_thread_num();
     for (;;) {
         size_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (i >= job->count) return;
-        job->body(job->ctx, i);
+        job->body(job->ctx, i, thread);
     }
 }
 
-void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, size_t item), void *ctx) {
+void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, size_t item, int thread), void *ctx) {
     struct spp_items job = {body, ctx, count, 0};
     GOMP_parallel(spp_items_run, &job, threads, 0);
 }

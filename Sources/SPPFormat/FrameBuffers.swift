@@ -1,7 +1,8 @@
 import CZstd
 
 /// What one thread reuses from one tensor read to the next: a zstd context and
-/// two buffers that grow to the largest frame and decoded tensor seen. A fresh
+/// buffers that grow to the largest frame and decoded tensor seen, and one for
+/// the caller's own use between reads. A fresh
 /// buffer per frame costs a page fault per 4 KiB touched — on a model of
 /// hundreds of row chunks that was most of the load time.
 ///
@@ -12,6 +13,8 @@ public final class FrameBuffers {
     private var frameCapacity = 0
     private var scratchBytes: UnsafeMutableRawPointer?
     private var scratchCapacity = 0
+    private var workspaceBytes: UnsafeMutableRawPointer?
+    private var workspaceCapacity = 0
 
     public init() {
         guard let context = ZSTD_createDCtx() else { fatalError("zstd cannot allocate a decompression context (out of memory)") }
@@ -22,6 +25,7 @@ public final class FrameBuffers {
         ZSTD_freeDCtx(context)
         frameBytes?.deallocate()
         scratchBytes?.deallocate()
+        workspaceBytes?.deallocate()
     }
 
     /// Room for a stored frame of `count` bytes.
@@ -32,6 +36,12 @@ public final class FrameBuffers {
     /// Room for a decoded tensor of `count` bytes.
     func scratch(_ count: Int) -> UnsafeMutableRawPointer {
         Self.grow(&scratchBytes, &scratchCapacity, to: count)
+    }
+
+    /// Room for `count` bytes of the caller's, kept until the next call; reads
+    /// do not touch it.
+    public func workspace(_ count: Int) -> UnsafeMutableRawPointer {
+        Self.grow(&workspaceBytes, &workspaceCapacity, to: count)
     }
 
     private static func grow(_ p: inout UnsafeMutableRawPointer?, _ capacity: inout Int, to count: Int) -> UnsafeMutableRawPointer {

@@ -85,23 +85,40 @@ public enum Attention {
 
         public var hidden: Int { wo.columns }
 
+        /// Quantizes float32 weights (per column, so each projection on its own).
         public init(_ w: Weights, _ p: Parameters, range: ActivationRange = .native) throws {
-            let hidden = w.bo.count
-            try w.check(hidden: hidden, p)
+            try w.check(hidden: w.bo.count, p)
+            try self.init(wq: QuantizedMatrix(quantizing: w.wq), bq: w.bq, wk: QuantizedMatrix(quantizing: w.wk), bk: w.bk,
+                          wv: QuantizedMatrix(quantizing: w.wv), bv: w.bv, wo: QuantizedMatrix(quantizing: w.wo), bo: w.bo, p, range: range)
+        }
+
+        /// From projections already in int8 (a file that stores them so): packing
+        /// keeps each one's column scales.
+        public init(wq: QuantizedMatrix, bq: Tensor, wk: QuantizedMatrix, bk: Tensor, wv: QuantizedMatrix, bv: Tensor,
+                    wo: QuantizedMatrix, bo: Tensor, _ p: Parameters, range: ActivationRange = .native) throws {
+            let hidden = bo.count
             let (qk, vo) = (p.qkWidth, p.voWidth)
-            let width = 2 * qk + vo
-            let packed = Tensor(dtype: .float32, shape: [hidden, width])
-            let bias = Tensor(dtype: .float32, shape: [width])
-            let dst = packed.pointer(as: Float.self), b = bias.pointer(as: Float.self)
-            for (weight, base, n) in [(w.wq, 0, qk), (w.wk, qk, qk), (w.wv, 2 * qk, vo)] where n > 0 {
-                let src = weight.pointer(as: Float.self)
-                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
+            for (what, m, shape) in [("Wq", wq, [hidden, qk]), ("Wk", wk, [hidden, qk]), ("Wv", wv, [hidden, vo]), ("Wo", wo, [vo, hidden])]
+                where m.values.shape != shape {
+                throw KernelError.shapeMismatch("spp.Attention int8 \(what) is \(Tensor.describe(m.values.shape)), expected \(Tensor.describe(shape))")
             }
-            for (t, base) in [(w.bq, 0), (w.bk, qk), (w.bv, 2 * qk)] { (b + base).update(from: t.pointer(as: Float.self), count: t.count) }
-            qkv = try QuantizedMatrix(quantizing: packed)
+            for (what, t, n) in [("bq", bq, qk), ("bk", bk, qk), ("bv", bv, vo), ("bo", bo, hidden)] where t.dtype != .float32 || t.count != n {
+                throw KernelError.shapeMismatch("spp.Attention \(what) is \(t.dtype) \(Tensor.describe(t.shape)), expected float32 [\(n)]")
+            }
+            let width = 2 * qk + vo
+            let packed = Tensor(dtype: .int8, shape: [hidden, width])
+            let scales = Tensor(dtype: .float32, shape: [width]), bias = Tensor(dtype: .float32, shape: [width])
+            let dst = packed.pointer(as: Int8.self), s = scales.pointer(as: Float.self), b = bias.pointer(as: Float.self)
+            for (m, t, base) in [(wq, bq, 0), (wk, bk, qk), (wv, bv, 2 * qk)] where m.columns > 0 {
+                let (n, src) = (m.columns, m.values.pointer(as: Int8.self))
+                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
+                (s + base).update(from: m.scales.pointer(as: Float.self), count: n)
+                (b + base).update(from: t.pointer(as: Float.self), count: n)
+            }
+            qkv = try QuantizedMatrix(values: packed, scales: scales)
             qkvBias = bias
-            wo = try QuantizedMatrix(quantizing: w.wo)
-            bo = w.bo.reshaped([hidden])
+            self.wo = wo
+            self.bo = bo.reshaped([hidden])
             (qkWidth, voWidth, self.range) = (qk, vo, range)
         }
     }

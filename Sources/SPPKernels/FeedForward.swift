@@ -57,9 +57,16 @@ public enum FeedForward {
         public init(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, range: ActivationRange = .native) throws {
             let d = w1.rank == 2 ? w1.shape[0] : 0
             _ = try geometry(Tensor(dtype: .float32, shape: [0, d]), w1, b1, w2, b2)
-            self.w1 = try QuantizedMatrix(quantizing: w1)
-            self.w2 = try QuantizedMatrix(quantizing: w2)
-            (self.b1, self.b2, self.range) = (b1, b2, range)
+            try self.init(w1: QuantizedMatrix(quantizing: w1), b1: b1, w2: QuantizedMatrix(quantizing: w2), b2: b2, range: range)
+        }
+
+        /// From W1 and W2 already in int8 (a file that stores them so).
+        public init(w1: QuantizedMatrix, b1: Tensor, w2: QuantizedMatrix, b2: Tensor, range: ActivationRange = .native) throws {
+            let (d, f) = (w1.rows, w1.columns)
+            guard w2.values.shape == [f, d], b1.dtype == .float32, b1.count == f, b2.dtype == .float32, b2.count == d else {
+                throw KernelError.shapeMismatch("spp.FeedForward int8 W1 \(Tensor.describe(w1.values.shape)), b1 \(Tensor.describe(b1.shape)), int8 W2 \(Tensor.describe(w2.values.shape)), b2 \(Tensor.describe(b2.shape)) do not fit together")
+            }
+            (self.w1, self.w2, self.b1, self.b2, self.range) = (w1, w2, b1, b2, range)
         }
     }
 

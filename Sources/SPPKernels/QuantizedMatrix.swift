@@ -65,7 +65,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         let (k, n) = (values.shape[0], values.shape[1])
         let sums = Tensor(dtype: .int32, shape: [n], zeroed: true)
         let q = values.pointer(as: Int8.self), p = sums.pointer(as: Int32.self)
-        for r in 0..<k { for c in 0..<n { p[c] += Int32(q[r * n + c]) } }
+        for r in 0..<k { for c in 0..<n { p[c] &+= Int32(q[r * n + c]) } }
         self.values = values
         self.scales = scales
         columnSums = sums

@@ -4,8 +4,10 @@ import SPPFormat
 import SPPKernels
 
 /// Rows of a lookup table (a token embedding), read from the file on first use,
-/// chunk by chunk, and kept. A model that embeds a few sentences reads a few
-/// chunks of its vocabulary, not the whole table.
+/// chunk by chunk, and kept as stored. A model that embeds a few sentences reads
+/// a few chunks of its vocabulary, not the whole table. Chunks stored at a lower
+/// precision (float16, bfloat16, int8 with scales) stay so in memory; the rows a
+/// gather copies out are expanded to float32.
 public final class LookupSource: @unchecked Sendable {
     public let table: LookupTable
     let reader: SPPReader
@@ -13,12 +15,14 @@ public final class LookupSource: @unchecked Sendable {
     let starts: [Int]
     let rowCount: Int
     let rowShape: [Int]
+    /// What a gather returns: the value dtype (float32 for an encoded table).
     let dtype: DType
-    private var chunks: [Tensor?]
+    private let entries: [TensorEntryInfo]
+    private var chunks: [(values: Tensor, scales: Tensor?)?]
     private let lock = NSLock()
-    private var read = 0
+    private var read = 0, held = 0
 
-    init(reader: SPPReader, table: LookupTable) throws {
+    public init(reader: SPPReader, table: LookupTable) throws {
         self.reader = reader
         self.table = table
         var starts: [Int] = []
@@ -29,18 +33,22 @@ public final class LookupSource: @unchecked Sendable {
         guard let first = table.chunks.first.flatMap({ reader.entry(named: $0) }), first.shape.count >= 1 else {
             throw RuntimeError.corruptPath("lookup table '\(table.name)' names chunks the file lacks")
         }
-        for (name, rows) in zip(table.chunks, table.chunkRows) {
-            guard let e = reader.entry(named: name), e.shape.first == rows, Array(e.shape.dropFirst()) == Array(first.shape.dropFirst()), e.dtype == first.dtype else {
+        entries = try zip(table.chunks, table.chunkRows).map { name, rows in
+            guard let e = reader.entry(named: name), e.shape.first == rows, Array(e.shape.dropFirst()) == Array(first.shape.dropFirst()),
+                  e.valueDType == first.valueDType else {
                 throw RuntimeError.corruptPath("chunk '\(name)' of lookup table '\(table.name)' does not hold \(rows) rows like the others")
             }
+            return e
         }
         rowShape = Array(first.shape.dropFirst())
-        dtype = first.dtype
-        chunks = [Tensor?](repeating: nil, count: table.chunks.count)
+        dtype = first.valueDType
+        chunks = .init(repeating: nil, count: table.chunks.count)
     }
 
     /// Stored bytes read so far.
     public var bytesRead: Int { lock.lock(); defer { lock.unlock() }; return read }
+    /// Bytes of the chunks held (as stored).
+    public var bytesHeld: Int { lock.lock(); defer { lock.unlock() }; return held }
 
     /// `Gather(table, indices, axis: 0)`, loading the chunks the indices touch.
     public func gather(_ indices: Tensor) throws -> Tensor {
@@ -54,20 +62,36 @@ public final class LookupSource: @unchecked Sendable {
             // The last chunk starting at or before r.
             var lo = 0, hi = starts.count - 1
             while lo < hi { let mid = (lo + hi + 1) / 2; if starts[mid] <= r { lo = mid } else { hi = mid - 1 } }
-            let chunk = try load(lo)
-            (out.rawPointer + k * rowBytes).copyMemory(from: chunk.rawPointer + (r - starts[lo]) * rowBytes, byteCount: rowBytes)
+            let (chunk, scales) = try load(lo)
+            let e = entries[lo], row = r - starts[lo]
+            if e.encoding != nil {
+                TensorDecoder.expand(chunk.rawPointer, e, scales: scales, rows: row..<row + 1,
+                                     into: (out.rawPointer + k * rowBytes).assumingMemoryBound(to: Float.self))
+            } else {
+                (out.rawPointer + k * rowBytes).copyMemory(from: chunk.rawPointer + row * rowBytes, byteCount: rowBytes)
+            }
         }
         return out
     }
 
-    private func load(_ i: Int) throws -> Tensor {
+    /// The whole table as one tensor of its value dtype.
+    public func all() throws -> Tensor {
+        try gather(Tensor((0..<Int64(rowCount)).map { $0 }, shape: [rowCount]))
+    }
+
+    private func load(_ i: Int) throws -> (values: Tensor, scales: Tensor?) {
         lock.lock()
         defer { lock.unlock() }
-        if let t = chunks[i] { return t }
-        guard let e = reader.entry(named: table.chunks[i]) else { throw RuntimeError.corruptPath("chunk '\(table.chunks[i])' is missing") }
-        let t = try reader.tensor(e)
-        chunks[i] = t
-        read += e.compressedSize
-        return t
+        if let c = chunks[i] { return c }
+        let e = entries[i]
+        let scalesEntry = try e.encoding?.scales.map { name in
+            guard let s = reader.entry(named: name) else { throw FormatError.noSuchTensor(path: reader.path, name: name) }
+            return s
+        }
+        let c = (values: try reader.tensor(e), scales: try scalesEntry.map { try reader.tensor($0) })
+        chunks[i] = c
+        read += e.compressedSize + (scalesEntry?.compressedSize ?? 0)
+        held += c.values.byteCount + (c.scales?.byteCount ?? 0)
+        return c
     }
 }

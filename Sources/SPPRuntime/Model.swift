@@ -1,3 +1,4 @@
+import Dispatch
 import SPPCore
 import SPPFormat
 import SPPGraph
@@ -14,11 +15,21 @@ public final class Model: @unchecked Sendable {
     public let costTable: [CostLevel]
     /// The keep ratio this model was loaded at.
     public let keep: Double
+    /// What its GEMM weights run as.
+    public var weights: WeightPrecision { program.options.weights ?? .fp32 }
     /// Bytes of tensor frames read from the file: when loading (a pruned model at
     /// a low keep reads only the chunks it keeps) and since, for lookup-table rows.
     public var storedBytesRead: Int { loadBytesRead + lookupSources.reduce(0) { $0 + $1.bytesRead } }
     let loadBytesRead: Int
+    /// Bytes the frames read when loading decompressed to (the weights' stored size).
+    public let loadBytesDecoded: Int
+    /// Where the load's time went: reading and decoding, repair, building the program.
+    public let loadStages: [(stage: String, seconds: Double)]
     let lookupSources: [LookupSource]
+
+    /// Bytes of weights held: the program's (`Program.weightBytes`) and the
+    /// lookup-table chunks read so far.
+    public var weightBytes: Int { program.weightBytes + lookupSources.reduce(0) { $0 + $1.bytesHeld } }
 
     /// Loads and checks a `.spp` file; throws `FormatError` for a bad file and
     /// `RuntimeError` or `GraphError` for a graph the runtime cannot execute.
@@ -26,6 +37,9 @@ public final class Model: @unchecked Sendable {
     /// model converted with a pruning method; a dense model loads only at 1.
     /// `repair`: refit pruned feed-forward blocks by least squares where the file
     /// stores their calibration statistics (off: plain truncation, to compare).
+    /// `options.weights`: nil runs the weights as the file stores them (int8 weights
+    /// as int8, taken as stored); `.int8` quantizes float32 weights at load, `.fp32`
+    /// expands every stored precision to float32.
     public convenience init(path: String, keep: Double = 1, repair: Bool = true, options: RuntimeOptions = .init()) throws {
         try self.init(reader: SPPReader(path: path), keep: keep, repair: repair, options: options)
     }
@@ -33,15 +47,22 @@ public final class Model: @unchecked Sendable {
     /// Loads from an open reader: only the tensors the keep level needs are read,
     /// and lookup tables (token embeddings) are read by row when inputs use them.
     public init(reader: SPPReader, keep: Double = 1, repair: Bool = true, options: RuntimeOptions = .init()) throws {
-        let (graph, bytesRead) = try PathLoader.load(reader, keep: keep, repair: repair)
+        var options = options
+        options.weights = options.weights ?? .stored(in: reader)
+        let loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.threads)
+        var clock = StageClock()
         let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
         lookupSources = tables
-        program = try Program(graph: graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }))
+        program = try Program(graph: loaded.graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                              int8Weights: loaded.int8Weights)
+        clock.lap("program")
+        loadStages = loaded.stages + clock.stages
         provenance = reader.provenance
         pruningPath = reader.pruningPath
         costTable = reader.costTable
         self.keep = keep
-        loadBytesRead = bytesRead
+        loadBytesRead = loaded.bytesRead
+        loadBytesDecoded = loaded.bytesDecoded
     }
 
     /// Wraps a graph already in memory (for example one just imported).
@@ -52,6 +73,8 @@ public final class Model: @unchecked Sendable {
         costTable = []
         keep = 1
         loadBytesRead = 0
+        loadBytesDecoded = 0
+        loadStages = []
         lookupSources = []
     }
 
@@ -61,5 +84,17 @@ public final class Model: @unchecked Sendable {
     /// Runs the model; inputs are checked against the declared names, types and shapes.
     public func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
         try program.run(inputs)
+    }
+}
+
+/// Seconds between laps, by stage name (what a load reports it spent).
+struct StageClock {
+    private(set) var stages: [(stage: String, seconds: Double)] = []
+    private var last = DispatchTime.now().uptimeNanoseconds
+
+    mutating func lap(_ stage: String) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        stages.append((stage, Double(now - last) / 1e9))
+        last = now
     }
 }

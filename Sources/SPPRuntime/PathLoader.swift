@@ -31,64 +31,121 @@ public enum PathLoader {
         return path.pairs.map { pair in pair.ranks.prefix { $0 < cutoff }.count }
     }
 
-    /// The runnable graph at `keep` (the fused nodes get their kept units, ragged
-    /// per head) and the stored bytes read to build it.
+    /// What `load` made.
+    public struct Loaded {
+        /// The runnable graph at the keep level: the fused nodes get their kept
+        /// units (ragged per head); constants are float32 values, except the GEMM
+        /// weights kept in int8, which it lacks.
+        public var graph: Graph
+        /// GEMM weights the file stores in int8, kept so when loading for int8 weights.
+        public var int8Weights: [String: Int8Weight]
+        /// Stored (compressed) bytes read, and the bytes they decompressed to.
+        public var bytesRead: Int
+        public var bytesDecoded: Int
+        /// Seconds spent reading and decoding, and refitting feed-forward blocks.
+        public var stages: [(stage: String, seconds: Double)]
+    }
+
+    /// The roles of a pair whose rows are GEMM weights (the rest are biases and repair data).
+    static let weightRoles: Set<String> = ["wq", "wk", "wv", "wo", "w1", "w2"]
+
+    /// Loads the graph at `keep`, reading only the chunks the kept units need.
     /// A model without a path loads at keep 1 only. Lookup-table chunks are left to `LookupSource`.
     /// `repair`: refit pruned feed-forward blocks where the file stores what that needs (`FeedForwardRepair`).
-    public static func load(_ reader: SPPReader, keep: Double, repair: Bool = true) throws -> (graph: Graph, bytesRead: Int) {
+    /// `weights`: with `.int8`, weights the file stores in int8 stay int8 (`int8Weights`);
+    /// otherwise every stored precision is expanded to float32.
+    /// `threads`: threads that read and decompress (0: one per core).
+    public static func load(_ reader: SPPReader, keep: Double, repair: Bool = true, weights: WeightPrecision = .fp32,
+                            threads: Int = 0) throws -> Loaded {
         guard let path = reader.pruningPath ?? (keep == 1 ? PruningPath(method: "none", pairs: [], prunableParameters: 0, fixedParameters: 0) : nil) else {
             throw RuntimeError.noPruningPath
         }
         let counts = try keptUnits(path, keep: keep)
         var graph = reader.graphStructure
+        var int8Weights: [String: Int8Weight] = [:]
         let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) } + reader.lookupTables.flatMap(\.chunks))
-        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) }
-        for (entry, tensor) in zip(whole, try reader.tensors(whole)) { graph.initializers[entry.name] = tensor }
-        var bytesRead = whole.reduce(0) { $0 + $1.compressedSize }
+        let scalesNames = Set(reader.tensorEntries.compactMap { $0.encoding?.scales })
+
+        // Plan every read: whole constants, and the kept rows of each pair's unit tensors.
+        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) && !scalesNames.contains($0.name) }
+        let wholeInt8 = whole.map { weights == .int8 && $0.dtype == .int8 && $0.encoding != nil }
+        let wholeTensors = zip(whole, wholeInt8).map { e, int8 in Tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }
+        var tasks = zip(whole, zip(wholeTensors, wholeInt8)).map { e, t in
+            TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
+        }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var refits: [Bool] = []
+        var pairRows: [[String: UnitRows]] = []
         for (pair, n) in zip(path.pairs, counts) {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
-            var node = graph.nodes[i]
-            // Repair data: the offset beside the pair, and unit rows read only when refitting below
-            // full size — instead of W2, which at full size is exact as stored.
-            let offset = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node))
-            let refit = repair && offset != nil && n < pair.ranks.count
-            var rows: [String: Tensor] = [:]
-            for t in pair.tensors where refit ? t.role != "w2" : !FeedForwardRepair.Role.all.contains(t.role) {
-                let (tensor, read) = try readRows(reader, t, count: n)
-                rows[t.role] = tensor
-                bytesRead += read
-            }
             // Attention units are stored in rank order across heads; the kernel wants them grouped by head.
-            var order = Array(0..<n)
+            var order: [Int64]? = nil
             if pair.kind != .feedForward {
-                order.sort { (pair.heads[$0], $0) < (pair.heads[$1], $1) }
-                let heads = try node.int("heads", default: 0)
+                let heads = try graph.nodes[i].int("heads", default: 0)
                 var ranks = [Int](repeating: 0, count: heads)
                 for u in 0..<n {
                     guard pair.heads[u] < heads else { throw RuntimeError.corruptPath("unit of node '\(pair.node)' names head \(pair.heads[u]) of \(heads)") }
                     ranks[pair.heads[u]] += 1
                 }
-                node.attributes[pair.kind == .queryKey ? "qk_ranks" : "vo_ranks"] = .ints(ranks)
+                graph.nodes[i].attributes[pair.kind == .queryKey ? "qk_ranks" : "vo_ranks"] = .ints(ranks)
+                order = (0..<n).sorted { (pair.heads[$0], $0) < (pair.heads[$1], $1) }.map(Int64.init)
             }
+            // Repair data is read only when refitting below full size — instead of W2, which at full size is exact as stored.
+            let refit = repair && reader.entry(named: FeedForwardRepair.offsetName(pair.node)) != nil && n < pair.ranks.count
+            let layouts = Dictionary(roles(pair.kind).map { ($0.0, UnitRows.Layout(order: order, transpose: $0.2)) }, uniquingKeysWith: { a, _ in a })
+            var rows: [String: UnitRows] = [:]
+            for t in pair.tensors where refit ? t.role != "w2" : !FeedForwardRepair.Role.all.contains(t.role) {
+                let unit = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
+                rows[t.role] = unit
+                tasks.append(unit.task)
+            }
+            refits.append(refit)
+            pairRows.append(rows)
+        }
+
+        var clock = StageClock()
+        var decoder = TensorDecoder(reader: reader, threads: threads)
+        try decoder.readScales(of: tasks.flatMap(\.entries))
+        try decoder.run(tasks)
+        clock.lap("decode")
+
+        for (e, (tensor, int8)) in zip(whole, zip(wholeTensors, wholeInt8)) {
+            if int8, let scales = e.encoding?.scales.flatMap({ decoder.scales[$0] }) {
+                int8Weights[e.name] = try Int8Weight(values: tensor, scales: scales)
+            } else {
+                graph.initializers[e.name] = tensor
+            }
+        }
+        for (pair, (refit, rows)) in zip(path.pairs, zip(refits, pairRows)) {
+            let node = graph.nodes[nodeIndex[pair.node]!]
+            var values = try rows.mapValues { try $0.finish(scales: decoder.scales) }
+            let offset = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node))
             if refit, let offset {
-                guard let z = rows[FeedForwardRepair.Role.whitenedW2], let l = rows[FeedForwardRepair.Role.gramFactor],
-                      let mean = rows[FeedForwardRepair.Role.mean], let b2 = graph.initializers[node.inputs[4]] else {
+                guard case let .values(z)? = values[FeedForwardRepair.Role.whitenedW2], case let .values(l)? = values[FeedForwardRepair.Role.gramFactor],
+                      case let .values(mean)? = values[FeedForwardRepair.Role.mean], let b2 = graph.initializers[node.inputs[4]] else {
                     throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
                 }
+                // Feed-forward units keep their order, so the refit W2 is already in the node's layout.
                 let (w2, bias) = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
-                rows["w2"] = w2
+                values["w2"] = .values(w2)
                 graph.initializers[node.inputs[4]] = bias
             }
-            for (role, input, transpose) in roles(pair.kind) {
-                guard let t = rows[role] else { throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its '\(role)' weights") }
-                let gathered = try DataMovement.gather(t, indices: Tensor(order.map(Int64.init), shape: [n]), axis: 0)
+            for (role, input, _) in roles(pair.kind) {
                 let name = node.inputs[input]
-                graph.initializers[name] = transpose ? try DataMovement.transpose(gathered, perm: [1, 0]) : gathered
+                switch values[role] {
+                case let .values(t)?:
+                    graph.initializers[name] = t
+                case let .int8(w)?:
+                    int8Weights[name] = w
+                    graph.initializers[name] = nil
+                case nil:
+                    throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its '\(role)' weights")
+                }
             }
-            graph.nodes[i] = node
         }
-        return (graph, bytesRead)
+        clock.lap("repair")
+        return Loaded(graph: graph, int8Weights: int8Weights, bytesRead: decoder.bytesRead, bytesDecoded: decoder.bytesDecoded,
+                      stages: clock.stages)
     }
 
     /// Which node input each stored role becomes, and whether it is stored transposed
@@ -99,28 +156,5 @@ public enum PathLoader {
         case .valueOutput: return [("wv", 5, true), ("bv", 6, false), ("wo", 7, false)]
         case .feedForward: return [("w1", 1, true), ("b1", 2, false), ("w2", 3, false)]
         }
-    }
-
-    /// The first `count` rows of a unit tensor, reading only the chunks that hold them.
-    static func readRows(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int) throws -> (Tensor, Int) {
-        var parts: [Tensor] = []
-        var have = 0, bytes = 0
-        for (name, rows) in zip(t.chunks, t.chunkRows) where have < count {
-            guard let entry = reader.entry(named: name) else { throw RuntimeError.corruptPath("chunk '\(name)' is not in the file") }
-            let chunk = try reader.tensor(entry)
-            bytes += entry.compressedSize
-            guard chunk.rank >= 1, chunk.shape[0] == rows else { throw RuntimeError.corruptPath("chunk '\(name)' does not hold \(rows) rows") }
-            let take = min(rows, count - have)
-            parts.append(take == rows ? chunk : try DataMovement.slice(chunk, starts: [0], ends: [take], axes: [0], steps: [1]))
-            have += take
-        }
-        guard have == count else { throw RuntimeError.corruptPath("unit tensor '\(t.role)' holds \(have) rows, \(count) needed") }
-        if parts.count == 1 { return (parts[0], bytes) }
-        if parts.isEmpty {
-            // Nothing kept: an empty tensor with the row width of the stored chunks.
-            let first = reader.entry(named: t.chunks.first ?? "").map { Array($0.shape.dropFirst()) } ?? []
-            return (Tensor(dtype: .float32, shape: [0] + first), 0)
-        }
-        return (try DataMovement.concat(parts, axis: 0), bytes)
     }
 }

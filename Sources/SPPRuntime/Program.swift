@@ -1,5 +1,6 @@
 import Dispatch
 import SPPCore
+import SPPFormat
 import SPPGraph
 import SPPKernels
 
@@ -10,19 +11,27 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
     /// pruning path and the repair made the weights), activations quantized per
     /// row as they run (`Linear.int8Gemm`): the projections of `spp.Attention`,
     /// W1 and W2 of `spp.FeedForward`, and MatMul/Gemm with a constant B.
+    /// Weights a file stores in int8 are taken as stored.
     case int8
+
+    /// What a file's weights run as unless told otherwise: int8 when it stores
+    /// GEMM weights in int8, else fp32.
+    public static func stored(in reader: SPPReader) -> WeightPrecision {
+        reader.tensorEntries.contains { $0.dtype == .int8 && $0.encoding != nil } ? .int8 : .fp32
+    }
 }
 
 /// Options fixed when a program is prepared.
 public struct RuntimeOptions: Sendable {
     /// Threads for the kernels (BLAS included). 0 means one per core.
     public var threads: Int
-    public var weights: WeightPrecision
+    /// nil: as the file stores them (`WeightPrecision.stored(in:)`); fp32 for a graph in memory.
+    public var weights: WeightPrecision?
     /// The range int8 GEMMs quantize activations to; nil: the widest this CPU's
     /// kernels sum exactly (`ActivationRange.native`). Set to compare or test.
     public var activationRange: ActivationRange?
 
-    public init(threads: Int = 0, weights: WeightPrecision = .fp32, activationRange: ActivationRange? = nil) {
+    public init(threads: Int = 0, weights: WeightPrecision? = nil, activationRange: ActivationRange? = nil) {
         self.threads = threads
         self.weights = weights
         self.activationRange = activationRange
@@ -56,24 +65,65 @@ public final class Program: @unchecked Sendable {
     /// Tables read by row on demand (a `.spp`'s token embeddings), by value name.
     let lookupTables: [String: LookupSource]
 
-    public init(graph: Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:]) throws {
-        try graph.verify(alsoDefined: Set(lookupTables.keys))
+    /// Shapes of the weights only int8 kernels hold (they are not among `graph`'s
+    /// initializers): with the graph, what counts parameters and FLOPs.
+    public let int8WeightShapes: [String: [Int]]
+    /// Bytes of the weights the program holds: its float32 constants and what
+    /// its int8 kernels took (int8 values, scales, column sums, biases).
+    public let weightBytes: Int
+
+    /// `int8Weights`: GEMM weights a file stores in int8 (`PathLoader`), which the
+    /// graph's initializers lack. Int8 kernels take them as they are; a node that
+    /// runs in float32 gets them dequantized.
+    public init(graph: Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:],
+                int8Weights: [String: Int8Weight] = [:]) throws {
+        try graph.verify(alsoDefined: Set(lookupTables.keys).union(int8Weights.keys))
         self.lookupTables = lookupTables
-        self.graph = graph
         self.options = options
+        var initializers = graph.initializers
+        let weights = KernelWeights(constants: initializers, int8: int8Weights)
+        var kernels: [KernelFunction] = []
+        var taken: [Set<String>] = []
+        var takenBytes = 0
+        for node in graph.nodes {
+            weights.startNode()
+            if let kernel = try lookupKernel(node, lookupTables) ?? Program.int8Kernel(node, weights, options) {
+                kernels.append(kernel)
+                taken.append(weights.taken)
+                takenBytes += weights.takenBytes
+                continue
+            }
+            for name in node.inputs where initializers[name] == nil {
+                if let w = int8Weights[name] { initializers[name] = w.dequantized() }
+            }
+            kernels.append(try Program.makeKernel(node))
+            taken.append([])
+        }
+        // A constant stays only if a float32 kernel or the caller can read it: what int8
+        // kernels took over is theirs alone (a float32 copy would double the weights in memory).
+        var needed = Set(graph.outputs.map(\.name))
+        for (node, took) in zip(graph.nodes, taken) { needed.formUnion(node.inputs.filter { !took.contains($0) }) }
+        initializers = initializers.filter { needed.contains($0.key) }
+        var heldOnlyInt8: [String: [Int]] = [:]
+        for name in taken.reduce(into: Set<String>(), { $0.formUnion($1) }) where initializers[name] == nil {
+            heldOnlyInt8[name] = graph.initializers[name]?.shape ?? int8Weights[name]?.shape
+        }
+        int8WeightShapes = heldOnlyInt8
+        self.graph = Graph(inputs: graph.inputs, outputs: graph.outputs, initializers: initializers, nodes: graph.nodes)
+        var distinct = Set<ObjectIdentifier>()
+        weightBytes = takenBytes + initializers.values.reduce(0) { $0 + (distinct.insert(ObjectIdentifier($1.storage)).inserted ? $1.byteCount : 0) }
+
         var slots: [String: Int] = [:]
         func slot(_ name: String) -> Int {
             if let s = slots[name] { return s }
             slots[name] = slots.count
             return slots.count - 1
         }
-        constants = graph.initializers.sorted { $0.key < $1.key }.map { (slot($0.key), $0.value) }
+        constants = initializers.sorted { $0.key < $1.key }.map { (slot($0.key), $0.value) }
         inputSlots = graph.inputs.map { ($0, slot($0.name)) }
         var lastUse: [Int: Int] = [:]
         var pending: [(Node, KernelFunction, [Int?], [Int])] = []
-        for (i, node) in graph.nodes.enumerated() {
-            let kernel = try lookupKernel(node, lookupTables) ?? Program.int8Kernel(node, graph.initializers, options)
-                ?? Program.makeKernel(node)
+        for (i, (node, kernel)) in zip(graph.nodes, kernels).enumerated() {
             let ins = node.inputs.map { $0.isEmpty || lookupTables[$0] != nil ? nil : slot($0) }
             for s in ins.compactMap({ $0 }) { lastUse[s] = i }
             pending.append((node, kernel, ins, node.outputs.map(slot)))
@@ -89,17 +139,25 @@ public final class Program: @unchecked Sendable {
         slotCount = slots.count
     }
 
+    /// Parameters: elements of the floating-point constants and of the int8 weights.
+    public var parameterCount: Int {
+        graph.parameterCount + int8WeightShapes.values.reduce(0) { $0 + $1.reduce(1, *) }
+    }
+
     /// Runs the program on named inputs and returns the graph outputs by name,
     /// plus any intermediate values named in `retaining` (calibration captures
     /// what each block sees this way).
-    /// With `profile`, each kernel's time is added to its op type.
-    public func run(_ inputs: [String: Tensor], retaining: Set<String> = [], profile: OpProfile? = nil) throws -> [String: Tensor] {
+    /// With `profile`, each kernel's time is added to its op type; with `activations`,
+    /// the bytes of intermediate values alive at once are measured.
+    public func run(_ inputs: [String: Tensor], retaining: Set<String> = [], profile: OpProfile? = nil,
+                    activations: ActivationMeter? = nil) throws -> [String: Tensor] {
         var retained: [String: Tensor] = [:]
         try validate(inputs)
         Linear.setThreads(options.threads > 0 ? options.threads : ProcessInfoCores.count)
         var values = [Tensor?](repeating: nil, count: slotCount)
         for (s, t) in constants { values[s] = t }
         for (info, s) in inputSlots { values[s] = inputs[info.name] }
+        let notActivations = activations == nil ? [] : Set((constants.map(\.tensor) + inputs.values).map { ObjectIdentifier($0.storage) })
         for step in steps {
             let args = step.inputSlots.map { $0.flatMap { values[$0] } }
             let results: [Tensor]
@@ -118,6 +176,7 @@ public final class Program: @unchecked Sendable {
                 values[s] = results[k]
                 if !retaining.isEmpty, retaining.contains(step.node.outputs[k]) { retained[step.node.outputs[k]] = results[k] }
             }
+            activations?.observe(values, excluding: notActivations)
             for s in step.releases { values[s] = nil }
         }
         var out = retained
@@ -136,6 +195,24 @@ public final class Program: @unchecked Sendable {
         func add(_ op: String, nanoseconds ns: UInt64) {
             nanoseconds[op, default: 0] += ns
             calls[op, default: 0] += 1
+        }
+    }
+
+    /// The peak bytes of intermediate values alive at once over runs (`spp bench`):
+    /// after each step (its inputs not yet released, its outputs stored), the
+    /// distinct buffers behind live values other than constants and graph inputs
+    /// — views such as a Reshape share their buffer and count once. Scratch
+    /// memory inside kernels is not a value and is not counted.
+    public final class ActivationMeter: @unchecked Sendable {
+        public private(set) var peakBytes = 0
+        public init() {}
+        func observe(_ values: [Tensor?], excluding: Set<ObjectIdentifier>) {
+            var seen = Set<ObjectIdentifier>()
+            var bytes = 0
+            for case let t? in values where !excluding.contains(ObjectIdentifier(t.storage)) && seen.insert(ObjectIdentifier(t.storage)).inserted {
+                bytes += t.storage.byteCount
+            }
+            peakBytes = max(peakBytes, bytes)
         }
     }
 

@@ -35,6 +35,8 @@ public struct Converter {
         public var path = SolutionPath.Options()
         /// Relative ridge of the load-time FFN refit whose statistics data-aware methods store; 0 stores none.
         public var repairRidge = FeedForwardRepair.defaultRidge
+        /// Precision the weights are stored at.
+        public var weights = StoragePrecision.fp32
         public init() {}
     }
 
@@ -49,14 +51,18 @@ public struct Converter {
         public var stages: [(String, Double)] = []
         public var opHistogram: [(OpType, Int)] = []
         public var prunableParameters = 0
+        public var storage = StoragePrecision.Report()
     }
 
     public let options: Options
     public init(options: Options) { self.options = options }
 
     /// Converts; `progress` receives a line as each stage starts. The output is
-    /// written atomically: on any error nothing is left at `output`.
+    /// written atomically: on any error nothing is left at `output`. A `.spp`
+    /// input stored in float32 is written again at `options.weights` (its graph,
+    /// path and provenance as they are; the other options do not apply).
     public func convert(input: String, output: String, progress: (String) -> Void = { _ in }) throws -> Summary {
+        if ModelFile.isSPP(input) { return try reencode(input: input, output: output, progress: progress) }
         var summary = Summary()
         var clock = Date()
         func stage(_ name: String) {
@@ -102,13 +108,13 @@ public struct Converter {
             options: ["method": options.method.rawValue, "compression-level": String(options.compressionLevel),
                       "disabled-passes": options.disabledPasses.sorted().joined(separator: ","),
                       "calibration": options.calibration.map { ($0 as NSString).lastPathComponent } ?? "",
-                      "samples": String(options.samples), "max-length": String(options.maxLength)],
+                      "samples": String(options.samples), "max-length": String(options.maxLength), "weights": options.weights.rawValue],
             passes: summary.passes.map { .init(name: $0.name, changes: $0.changes) })
         // Token embeddings are stored in row chunks, read on demand at run time.
         let lookupTables = LookupTable.split(&graph)
-        try SPPWriter.write(SPPModel(graph: graph, provenance: provenance, pruningPath: path, costTable: costTable,
-                                     lookupTables: lookupTables),
-                            to: output, compressionLevel: options.compressionLevel)
+        var model = SPPModel(graph: graph, provenance: provenance, pruningPath: path, costTable: costTable, lookupTables: lookupTables)
+        summary.storage = try options.weights.encode(&model)
+        try SPPWriter.write(model, to: output, compressionLevel: options.compressionLevel)
         summary.outputBytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         stage("write")
         return summary
@@ -116,6 +122,32 @@ public struct Converter {
 }
 
 extension Converter {
+    /// A float32 `.spp` written again with its weights at `options.weights`.
+    func reencode(input: String, output: String, progress: (String) -> Void) throws -> Summary {
+        var summary = Summary()
+        var clock = Date()
+        progress("reading \(input)")
+        let reader = try SPPReader(path: input)
+        guard reader.tensorEntries.allSatisfy({ $0.encoding == nil }) else { throw ConversionError.alreadyEncoded(input) }
+        var model = try reader.loadModel()
+        summary.sourceBytes = reader.fileSize
+        summary.nodesBefore = model.graph.nodes.count
+        summary.nodesAfter = model.graph.nodes.count
+        summary.parameters = model.graph.parameterCount
+        summary.opHistogram = model.graph.opHistogram
+        summary.producer = model.provenance.sourceProducer
+        summary.prunableParameters = model.pruningPath?.prunableParameters ?? 0
+        summary.stages.append(("read", Date().timeIntervalSince(clock)))
+        clock = Date()
+        progress("writing \(output)")
+        model.provenance.options["weights"] = options.weights.rawValue
+        summary.storage = try options.weights.encode(&model)
+        try SPPWriter.write(model, to: output, compressionLevel: options.compressionLevel)
+        summary.outputBytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        summary.stages.append(("write", Date().timeIntervalSince(clock)))
+        return summary
+    }
+
     /// Ranks every prunable unit by the chosen method (nil for `none`). Data-aware
     /// methods rotate the attention pairs of `graph` first and return their block statistics.
     func unitScores(_ graph: inout Graph, progress: (String) -> Void, stage: (String) -> Void) throws -> (UnitScores, BlockStatistics?)? {

@@ -19,40 +19,14 @@ public enum ModelExport {
         public var lowering = ONNXLowering.Report()
     }
 
-    /// The graph `Model(reader:keep:)` runs, with every constant in memory: the
-    /// fused nodes get their kept units (ragged per head) through `PathLoader`,
-    /// and the lookup tables the runtime reads by row are reassembled whole.
+    /// The graph `Model(reader:keep:)` runs, with every constant in memory as
+    /// float32 values: the fused nodes get their kept units (ragged per head)
+    /// through `PathLoader`, and the lookup tables the runtime reads by row are
+    /// reassembled whole.
     public static func graph(_ reader: SPPReader, keep: Double) throws -> Graph {
-        var (graph, _) = try PathLoader.load(reader, keep: keep)
-        for table in reader.lookupTables { graph.initializers[table.name] = try reassemble(reader, table) }
+        var graph = try PathLoader.load(reader, keep: keep, weights: .fp32).graph
+        for table in reader.lookupTables { graph.initializers[table.name] = try LookupSource(reader: reader, table: table).all() }
         return graph
-    }
-
-    /// The rows of a lookup table's chunks, in order, as one tensor.
-    static func reassemble(_ reader: SPPReader, _ table: LookupTable) throws -> Tensor {
-        let entries = try table.chunks.map { name in
-            guard let e = reader.entry(named: name) else {
-                throw RuntimeError.corruptPath("lookup table '\(table.name)' names chunk '\(name)', which the file lacks")
-            }
-            return e
-        }
-        let chunks = try reader.tensors(entries)
-        guard let first = chunks.first, first.rank >= 1 else {
-            throw RuntimeError.corruptPath("lookup table '\(table.name)' has no chunks")
-        }
-        let rowShape = Array(first.shape.dropFirst())
-        for (chunk, (name, rows)) in zip(chunks, zip(table.chunks, table.chunkRows)) {
-            guard chunk.dtype == first.dtype, chunk.rank >= 1, chunk.shape[0] == rows, Array(chunk.shape.dropFirst()) == rowShape else {
-                throw RuntimeError.corruptPath("chunk '\(name)' of lookup table '\(table.name)' does not hold \(rows) rows like the others")
-            }
-        }
-        let out = Tensor(dtype: first.dtype, shape: [chunks.reduce(0) { $0 + $1.shape[0] }] + rowShape)
-        var offset = 0
-        for chunk in chunks {
-            (out.rawPointer + offset).copyMemory(from: chunk.rawPointer, byteCount: chunk.byteCount)
-            offset += chunk.byteCount
-        }
-        return out
     }
 
     /// Loads `input` (a `.spp`) at `keep`, lowers it to standard operators and

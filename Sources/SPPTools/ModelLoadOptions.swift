@@ -10,8 +10,8 @@ public struct ModelLoadOptions: ParsableArguments {
     public var keep: Double = 1
     @Flag(inversion: .prefixedNo, help: "Refit pruned feed-forward blocks by least squares (files converted with calibration data).")
     public var repair = true
-    @Option(help: "Precision of the GEMM weight matrices: fp32, or int8 (quantized per column at load, activations per row as it runs).")
-    public var weights: WeightPrecision = .fp32
+    @Option(help: "Precision of the GEMM weight matrices: fp32, or int8 (activations quantized per row as it runs; float32 weights quantized per column at load). Default: as the file stores them.")
+    public var weights: WeightPrecision?
 
     public init() {}
 

@@ -66,6 +66,8 @@ public enum ConversionError: Error, CustomStringConvertible {
     case missingOption(String)
     case noBlocks
     case badInputSets(String, String)
+    /// A `.spp` to re-encode is not stored in float32.
+    case alreadyEncoded(String)
 
     public var description: String {
         switch self {
@@ -74,6 +76,7 @@ public enum ConversionError: Error, CustomStringConvertible {
         case let .unknownTextInput(n): return "the model has an input '\(n)' that text cannot fill (only input_ids, attention_mask, token_type_ids)"
         case let .missingOption(o): return "this method needs \(o)"
         case let .badInputSets(folder, reason): return "calibration folder \(folder): \(reason)"
+        case let .alreadyEncoded(p): return "\(p) already stores tensors below float32; convert the ONNX model to store it at another precision"
         case .noBlocks: return "no attention or feed-forward block was found, so there is nothing to prune (see `spp inspect MODEL.onnx`)"
         }
     }

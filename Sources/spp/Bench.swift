@@ -8,7 +8,7 @@ import SPPTools
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time a model on synthetic inputs; prints one JSON line (median and p90 latency, load time, peak RSS, achieved GFLOP/s).")
+        abstract: "Time a model on synthetic inputs; prints one JSON line (median and p90 latency, load time and GB/s, peak RSS against weights and activations, achieved GFLOP/s).")
 
     @Argument(help: "A .spp or .onnx model.") var model: String
     @OptionGroup var load: ModelLoadOptions
@@ -21,10 +21,14 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         CommandLineErrors.report {
+            let baseRSS = ProcessMemory.residentBytes
             let loadStart = Date()
             let file = try ModelFile.open(model)
             let m = try load.makeModel(file, threads: threads)
             let loadTime = Date().timeIntervalSince(loadStart)
+            let loadPeak = ProcessMemory.peakBytes
+            // From here the peak covers the runs alone.
+            let reset = ProcessMemory.resetPeak()
             let inputs = try BenchInputs.make(for: m.inputs, batch: batch, seq: seq)
             for _ in 0..<max(warmup, 0) { _ = try m.run(inputs) }
             var times: [Double] = []
@@ -36,17 +40,35 @@ struct Bench: ParsableCommand {
             times.sort()
             let median = times[times.count / 2]
             let p90 = times[min(times.count - 1, Int(Double(times.count) * 0.9))]
+            let activations = Program.ActivationMeter()
+            _ = try m.program.run(inputs, activations: activations)
+            let runPeak = reset ? ProcessMemory.peakBytes : nil
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
+            let peak = max(Int(usage.ru_maxrss) * 1024, loadPeak ?? 0, runPeak ?? 0)
+            func mb(_ bytes: Int) -> String { String(format: "%.1f", Double(bytes) / 1_048_576) }
+            let held = m.weightBytes + activations.peakBytes
             var fields: [(String, String)] = [
-                ("model", "\"\((model as NSString).lastPathComponent)\""), ("keep", String(load.keep)), ("weights", "\"\(load.weights.rawValue)\""), ("batch", String(batch)),
+                ("model", "\"\((model as NSString).lastPathComponent)\""), ("keep", String(load.keep)), ("weights", "\"\(m.weights.rawValue)\""), ("batch", String(batch)),
                 ("seq", String(seq)), ("threads", String(threads)), ("runs", String(times.count)),
                 ("median_ms", String(format: "%.3f", median)), ("p90_ms", String(format: "%.3f", p90)),
-                ("load_ms", String(format: "%.1f", loadTime * 1000)), ("peak_rss_mb", String(format: "%.1f", Double(usage.ru_maxrss) / 1024)),
-                ("parameters", String(m.program.graph.parameterCount)),
+                ("load_ms", String(format: "%.1f", loadTime * 1000)),
+                ("load_stages_ms", "{" + m.loadStages.map { String(format: "\"%@\": %.1f", $0.stage, $0.seconds * 1000) }.joined(separator: ", ") + "}"),
+                ("decoded_mb", mb(m.loadBytesDecoded)), ("load_gb_per_s", String(format: "%.2f", Double(m.loadBytesDecoded) / 1e9 / max(loadTime, 1e-9))),
+                ("peak_rss_mb", mb(peak)),
+                ("weight_mb", mb(m.weightBytes)), ("activation_mb", mb(activations.peakBytes)),
+                ("parameters", String(m.program.parameterCount)),
             ]
+            if let baseRSS { fields.append(("base_rss_mb", mb(baseRSS))) }
+            if let loadPeak { fields.append(("load_peak_rss_mb", mb(loadPeak))) }
+            if let runPeak {
+                fields.append(("run_peak_rss_mb", mb(runPeak)))
+                fields.append(("rss_ratio", String(format: "%.2f", Double(runPeak) / Double(max(held, 1)))))
+                if let baseRSS { fields.append(("rss_over_base_ratio", String(format: "%.2f", Double(runPeak - baseRSS) / Double(max(held, 1))))) }
+            }
             // Achieved throughput: the matrix-product FLOPs of this graph for these inputs over the median time.
             var shapes = file.lookupTableShapes
+            for (name, shape) in m.program.int8WeightShapes { shapes[name] = (.float32, shape) }
             for (name, t) in inputs { shapes[name] = (t.dtype, t.shape) }
             if let flops = try? FlopCount.count(m.program.graph, shapes: shapes) {
                 fields.append(("flops", String(flops)))

@@ -35,17 +35,17 @@ struct Eval: ParsableCommand {
             let (q, d, dim) = try embedAll(m, "embedding")
             let metrics = RetrievalEval.metrics(queries: q, documents: d, count: queries.count, dimension: dim)
             var line = String(format: "keep %.2f %@  recall@1 %.4f  recall@10 %.4f  MRR@10 %.4f  (%d pairs)",
-                              load.keep, load.weights.rawValue, metrics.recallAt1, metrics.recallAt10, metrics.mrrAt10, metrics.pairs)
+                              load.keep, m.weights.rawValue, metrics.recallAt1, metrics.recallAt10, metrics.mrrAt10, metrics.pairs)
             // The reference is always the dense float32 model: below keep 1 or with int8 weights.
-            if load.keep < 1 || load.weights != .fp32 {
-                let dense = try file.makeModel(keep: 1, options: RuntimeOptions(threads: threads))
+            if load.keep < 1 || m.weights != .fp32 {
+                let dense = try file.makeModel(keep: 1, options: RuntimeOptions(threads: threads, weights: .fp32))
                 let (dq, dd, _) = try embedAll(dense, "dense reference")
                 let cosine = RetrievalEval.meanCosine(q + d, dq + dd, dimension: dim)
                 line += String(format: "  cosine to dense %.4f", cosine)
             }
             Report.progressDone()
             print(line)
-            print(String(format: "  params %@, %.1f s", Report.count(m.program.graph.parameterCount), Date().timeIntervalSince(start)))
+            print(String(format: "  params %@, %.1f s", Report.count(m.program.parameterCount), Date().timeIntervalSince(start)))
         }
     }
 }

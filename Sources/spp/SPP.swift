@@ -17,15 +17,19 @@ struct SPP: ParsableCommand {
         subcommands: [Convert.self, Inspect.self, Eval.self, Bench.self, Export.self])
 }
 
-struct Convert: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Import an ONNX model and write a .spp file.")
+extension StoragePrecision: ExpressibleByArgument {}
 
-    @Argument(help: "The ONNX model to convert.") var input: String
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Import an ONNX model and write a .spp file (or write a float32 .spp again at another --weights precision).")
+
+    @Argument(help: "The ONNX model to convert, or a float32 .spp to store at --weights.") var input: String
     @Option(name: .shortAndLong, help: "Where to write the .spp file.") var output: String
     @Option(help: "Pruning method: \(Converter.Method.allCases.map(\.rawValue).joined(separator: ", ")).")
     var method: String = "none"
     @Option(name: .customLong("disable-pass"), help: "Skip a graph pass by name (repeatable).") var disabledPasses: [String] = []
     @Option(help: "zstd compression level.") var compressionLevel: Int = 3
+    @Option(help: "Storage precision of the weight matrices: fp32, fp16, bf16, or int8 (per output column; runs int8 by default). Token embeddings and FFN repair data go to fp16 (bf16 with bf16).")
+    var weights: StoragePrecision = .fp32
     @Option(help: "Calibration texts, one JSON object per line (data-aware methods).") var calibration: String?
     @Option(help: "The JSONL field holding the text.") var field: String = "text"
     @Option(help: "tokenizer.json for the calibration texts.") var tokenizer: String?
@@ -59,6 +63,7 @@ struct Convert: ParsableCommand {
         if let nu { options.path.nu = nu }
         if let iterations { options.path.iterations = iterations }
         options.repairRidge = repairRidge
+        options.weights = weights
         if let pathLoss {
             guard let n = SolutionPath.Normalization(rawValue: pathLoss) else {
                 throw ValidationError("unknown --path-loss '\(pathLoss)'; available: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -74,6 +79,7 @@ struct Convert: ParsableCommand {
         if summary.prunableParameters > 0 {
             print("  path: \(method), \(Report.count(summary.prunableParameters)) prunable parameters; load any keep ratio with --keep R")
         }
+        if let line = Report.storage(summary.storage) { print("  storage: " + line) }
         print("  size: \(Report.bytes(summary.sourceBytes)) → \(Report.bytes(summary.outputBytes))")
         print("  time: " + summary.stages.map { String(format: "%@ %.2f s", $0.0, $0.1) }.joined(separator: ", "))
     }
@@ -104,6 +110,7 @@ struct Inspect: ParsableCommand {
             let compressed = reader.tensorEntries.reduce(0) { $0 + $1.compressedSize }
             let raw = reader.tensorEntries.reduce(0) { $0 + $1.rawSize }
             print("layout: header \(Report.bytes(reader.dataOffset)), \(reader.tensorEntries.count) tensor frames, \(Report.bytes(compressed)) stored for \(Report.bytes(raw)) of data")
+            print("storage: " + Report.storage(reader.tensorEntries))
             for e in reader.tensorEntries.sorted(by: { $0.rawSize > $1.rawSize }).prefix(5) {
                 print("  \(e.name): \(e.dtype) \(Tensor.describe(e.shape)), \(Report.bytes(e.compressedSize)) at \(e.fileOffset)")
             }

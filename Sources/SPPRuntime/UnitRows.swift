@@ -1,0 +1,114 @@
+import SPPCore
+import SPPFormat
+import SPPKernels
+
+/// The kept rows of one unit tensor of a pair (its first `count` rows, unit-major
+/// in the file), read from the chunks that hold them and put in the node's
+/// layout as they are read: the weights are written once into their final
+/// memory (fresh memory costs a page fault per 4 KiB; the unit-major rows of a
+/// transposed role go through a reused per-thread workspace instead).
+struct UnitRows {
+    enum Value {
+        /// float32 values.
+        case values(Tensor)
+        /// int8 as stored, with a scale per row or per column.
+        case int8(Int8Weight)
+    }
+
+    /// How the rows become the node's tensor: those `order` picks (all, in order,
+    /// when nil), as columns when `transpose`.
+    struct Layout {
+        var order: [Int64]?
+        var transpose: Bool
+    }
+
+    /// The result: in `layout`, or unit-major without one.
+    let tensor: Tensor
+    let int8: Bool
+    /// For int8 rows with a scale per column: the scales all chunks share.
+    let columnScales: String?
+    let layout: Layout?
+    let count: Int
+    let width: Int
+    /// The chunks read and the rows taken from each.
+    let parts: [(entry: TensorEntryInfo, rows: Int)]
+
+    /// Plans the read. `int8`: keep the rows int8 if every chunk stores them so,
+    /// with a scale per row, or per column shared by all chunks (else they are
+    /// read as float32 values).
+    init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?) throws {
+        var parts: [(entry: TensorEntryInfo, rows: Int)] = []
+        var have = 0
+        for (name, rows) in zip(t.chunks, t.chunkRows) where have < count {
+            guard let e = reader.entry(named: name) else { throw RuntimeError.corruptPath("chunk '\(name)' is not in the file") }
+            guard e.shape.count >= 1, e.shape[0] == rows else { throw RuntimeError.corruptPath("chunk '\(name)' does not hold \(rows) rows") }
+            let take = min(rows, count - have)
+            parts.append((e, take))
+            have += take
+        }
+        guard have == count else { throw RuntimeError.corruptPath("unit tensor '\(t.role)' holds \(have) rows, \(count) needed") }
+        let first = parts.first?.entry ?? t.chunks.first.flatMap { reader.entry(named: $0) }
+        let rowShape = first.map { Array($0.shape.dropFirst()) } ?? []
+
+        let scales = parts.map { $0.entry.encoding?.scales }
+        let axes = parts.map { p in
+            p.entry.encoding?.scales.flatMap { reader.entry(named: $0) }.flatMap { ValueEncoding.scaleAxis(scalesShape: $0.shape, for: p.entry.shape) }
+        }
+        let shared = axes.allSatisfy { $0 == 1 } && Set(scales).count == 1
+        int8 = wanted && !parts.isEmpty && parts.allSatisfy { $0.entry.dtype == .int8 } && (axes.allSatisfy { $0 == 0 } || shared)
+        columnScales = int8 && shared ? scales.first ?? nil : nil
+        let dtype: DType = int8 ? .int8 : .float32
+        for (e, _) in parts where (int8 ? e.dtype : e.valueDType) != dtype || Array(e.shape.dropFirst()) != rowShape {
+            throw RuntimeError.corruptPath("chunk '\(e.name)' of unit tensor '\(t.role)' is \(e.valueDType) \(Tensor.describe(e.shape)), not \(dtype) rows of \(Tensor.describe(rowShape))")
+        }
+        if let layout, layout.transpose, rowShape.count != 1 {
+            throw RuntimeError.corruptPath("unit tensor '\(t.role)' has rows of \(Tensor.describe(rowShape)), not vectors")
+        }
+        width = rowShape.reduce(1, *)
+        let n = layout?.order?.count ?? count
+        tensor = Tensor(dtype: dtype, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
+        self.layout = layout
+        self.count = count
+        self.parts = parts
+    }
+
+    /// The reads, for the decoder's threads.
+    var task: TensorDecoder.Task {
+        TensorDecoder.Task(entries: parts.map(\.entry)) { decoder, buffers in try read(decoder, buffers) }
+    }
+
+    private func read(_ decoder: TensorDecoder, _ buffers: FrameBuffers) throws {
+        let rowBytes = width * tensor.dtype.size
+        let direct = layout.map { $0.order == nil && !$0.transpose } ?? true
+        let rows = direct ? tensor.rawPointer : buffers.workspace(count * rowBytes)
+        var offset = 0
+        for (e, take) in parts {
+            try decoder.decode(TensorDecoder.Job(entry: e, rows: take, asValue: !int8, destination: rows + offset), buffers: buffers)
+            offset += take * rowBytes
+        }
+        guard !direct, let layout else { return }
+        if layout.transpose {
+            try DataMovement.gatherTransposed(rows, rows: count, columns: width, dtype: tensor.dtype, order: layout.order, into: tensor.rawPointer)
+        } else if let order = layout.order {
+            for (j, r) in order.enumerated() {
+                guard r >= 0, Int(r) < count else { throw RuntimeError.corruptPath("unit \(r) of \(count) is out of range") }
+                (tensor.rawPointer + j * rowBytes).copyMemory(from: rows + Int(r) * rowBytes, byteCount: rowBytes)
+            }
+        }
+    }
+
+    /// The result once read; int8 rows get their scales (`scales`: read by the
+    /// decoder), a scale per unit becoming one per column of a transposed layout.
+    func finish(scales: [String: Tensor]) throws -> Value {
+        guard int8 else { return .values(tensor) }
+        let found = parts.compactMap { $0.entry.encoding?.scales.flatMap { scales[$0] } }
+        guard found.count == parts.count else { throw RuntimeError.corruptPath("int8 rows of '\(parts[0].entry.name)' without their scales") }
+        if let name = columnScales, let shared = scales[name] { return .int8(try Int8Weight(values: tensor, scales: shared)) }
+        // A scale per unit: the kept units' scales, chunk after chunk, then in the layout's order.
+        var perUnit: [Float] = []
+        for (s, part) in zip(found, parts) { perUnit += s.buffer(as: Float.self).prefix(part.rows) }
+        if let order = layout?.order { perUnit = order.map { perUnit[Int($0)] } }
+        let transposed = layout?.transpose == true
+        return .int8(try Int8Weight(values: tensor, scales: Tensor(perUnit, shape: transposed ? [1, perUnit.count] : [perUnit.count, 1])))
+    }
+}
