@@ -54,17 +54,17 @@ struct Bench: ParsableCommand {
                 ("median_ms", String(format: "%.3f", median)), ("p90_ms", String(format: "%.3f", p90)),
                 ("load_ms", String(format: "%.1f", loadTime * 1000)),
                 ("load_stages_ms", "{" + m.loadStages.map { String(format: "\"%@\": %.1f", $0.stage, $0.seconds * 1000) }.joined(separator: ", ") + "}"),
-                ("decoded_mb", mb(m.loadBytesDecoded)), ("load_gb_per_s", String(format: "%.2f", Double(m.loadBytesDecoded) / 1e9 / max(loadTime, 1e-9))),
+                ("decoded_bytes", String(m.loadBytesDecoded)), ("load_gb_per_s", String(format: "%.2f", Double(m.loadBytesDecoded) / 1e9 / max(loadTime, 1e-9))),
                 ("peak_rss_mb", mb(peak)),
-                ("weight_mb", mb(m.weightBytes)), ("activation_mb", mb(activations.peakBytes)),
+                ("weight_bytes", String(m.weightBytes)), ("activation_bytes", String(activations.peakBytes)),
                 ("parameters", String(m.program.parameterCount)),
             ]
             if let baseRSS { fields.append(("base_rss_mb", mb(baseRSS))) }
             if let loadPeak { fields.append(("load_peak_rss_mb", mb(loadPeak))) }
             if let runPeak {
                 fields.append(("run_peak_rss_mb", mb(runPeak)))
-                fields.append(("rss_ratio", String(format: "%.2f", Double(runPeak) / Double(max(held, 1)))))
-                if let baseRSS { fields.append(("rss_over_base_ratio", String(format: "%.2f", Double(runPeak - baseRSS) / Double(max(held, 1))))) }
+                fields.append(("rss_ratio", String(format: "%.3f", Double(runPeak) / Double(max(held, 1)))))
+                if let baseRSS { fields.append(("rss_over_base_ratio", String(format: "%.3f", Double(runPeak - baseRSS) / Double(max(held, 1))))) }
             }
             // Achieved throughput: the matrix-product FLOPs of this graph for these inputs over the median time.
             var shapes = file.lookupTableShapes

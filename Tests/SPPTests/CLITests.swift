@@ -59,6 +59,32 @@ import SPPCore
         #expect(inspect.status == 0 && inspect.stdout.contains("input_ids: int64 [batch, sequence]") || inspect.stdout.contains("input_ids: int64"))
     }
 
+    @Test func convertStoresWeightsInInt8AndRunsThem() throws {
+        let dir = TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let spp = dir.appendingPathComponent("m8.spp").path
+        let convert = try Self.run("spp", ["convert", modelPath, "-o", spp, "--weights", "int8"])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(convert.stdout.contains("storage: int8 "), "\(convert.stdout)")
+        let inspect = try Self.run("spp", ["inspect", spp])
+        #expect(inspect.stdout.contains("int8 (× scales) for float32"), "\(inspect.stdout)")
+        // Runs in int8 unless told otherwise; float32 on request, close to the reference.
+        let want = try Npy.read(path: fixture.appendingPathComponent("output_0.npy").path)
+        for weights in [[], ["--weights", "fp32"]] {
+            let out = dir.appendingPathComponent("out\(weights.count)")
+            let run = try Self.run("spp-run", [spp] + inputArgs() + ["--output-dir", out.path] + weights)
+            #expect(run.status == 0, "\(run.stderr)")
+            let got = try Npy.read(path: out.appendingPathComponent("last_hidden_state.npy").path)
+            // Measured ~0.02 with int8 weights and activations.
+            #expect(normalisedError(got, want) < 0.06, "\(weights)")
+        }
+        // An int8 file is not written again at another precision: a named error, no output.
+        let again = dir.appendingPathComponent("again.spp").path
+        let r = try Self.run("spp", ["convert", spp, "-o", again, "--weights", "fp16"])
+        #expect(r.status == 1 && r.stderr.contains("m8.spp already stores tensors below float32"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: again))
+    }
+
     @Test func truncatedOnnxFailsCleanly() throws {
         let dir = TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

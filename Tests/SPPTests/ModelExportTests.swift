@@ -150,5 +150,17 @@ import SPPTools
         let rate = try #require(json["gflops_per_s"] as? Double)
         #expect(flops > 0)
         #expect(abs(rate - Double(flops) / 1e9 / (median / 1000)) <= 0.01 + 0.01 * rate, "\(r.stdout)")
+        // Load speed: the bytes the frames decompressed to over the load time.
+        let decoded = try #require(json["decoded_bytes"] as? Int), load = try #require(json["load_ms"] as? Double)
+        let speed = try #require(json["load_gb_per_s"] as? Double)
+        #expect(decoded > 0 && abs(speed - Double(decoded) / 1e9 / (load / 1000)) <= 0.01 + 0.05 * speed, "\(r.stdout)")
+        let stages = try #require(json["load_stages_ms"] as? [String: Double])
+        #expect(Set(stages.keys) == ["decode", "repair", "program"])
+        // Memory: peak RSS while running against the weights held and the peak of live activations.
+        let weights = try #require(json["weight_bytes"] as? Int), activations = try #require(json["activation_bytes"] as? Int)
+        #expect(weights > 0 && activations > 0)
+        if let peak = json["run_peak_rss_mb"] as? Double, let ratio = json["rss_ratio"] as? Double {
+            #expect(abs(ratio - peak * 1_048_576 / Double(weights + activations)) <= 0.01 * ratio, "\(r.stdout)")
+        }
     }
 }

@@ -75,7 +75,11 @@ import Testing
         try SPPWriter.write(model, to: path, compressionLevel: level)
         let reader = try SPPReader(path: path)
         #expect(reader.formatVersion == SPPFormat.currentVersion)
-        #expect(reader.tensorEntries.allSatisfy { $0.codec == (level == 0 ? .none : .zstd) })
+        // Frames zstd cannot shrink by 1/8 (random floats) are stored raw; a smooth ramp compresses.
+        #expect(reader.tensorEntries.allSatisfy { level != 0 || $0.codec == .none })
+        if level != 0 {
+            #expect(reader.entry(named: "smooth")?.codec == .zstd && reader.entry(named: "w")?.codec == TensorEntryInfo.Codec.none)
+        }
         #expect(reader.tensorEntries.allSatisfy { $0.fileOffset % SPPFormat.alignment == 0 })
         expectSameModel(try reader.loadModel(), model)
     }
@@ -277,8 +281,8 @@ import Testing
 
         try craft(url, version: 2, header: header, data: [])
         #expect(throws: FormatError.unsupportedVersion(path: p, found: 2, readable: SPPFormat.readableVersions)) { try SPPReader(path: p) }
-        try craft(url, flags: 1, header: header, data: [])
-        #expect(throws: FormatError.unsupportedFlags(path: p, flags: 1)) { try SPPReader(path: p) }
+        try craft(url, flags: 2, header: header, data: [])
+        #expect(throws: FormatError.unsupportedFlags(path: p, flags: 2)) { try SPPReader(path: p) }
         try craft(url, header: header, data: [], headerLength: UInt64.max)
         #expect(throws: FormatError.limitExceeded(path: p, limit: "maxHeaderBytes", value: UInt64.max, maximum: FormatLimits().maxHeaderBytes)) {
             try SPPReader(path: p)
@@ -347,12 +351,14 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         // Real zstd frames, taken from a file the writer made.
         let source = dir.appendingPathComponent("source.spp").path
-        let sixteen = Tensor((0..<16).map(Float.init), shape: [16])
+        // Sixteen equal floats: zstd shrinks them, so the writer keeps the zstd frame.
+        let sixteen = Tensor([Float](repeating: 1.5, count: 16), shape: [16])
         let graph = Graph(inputs: [], outputs: [], initializers: ["f": sixteen, "b": Tensor([true, false], shape: [2])], nodes: [])
         try SPPWriter.write(SPPModel(graph: graph, provenance: Provenance()), to: source)
         let reader = try SPPReader(path: source)
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: source)))
         let f = try #require(reader.entry(named: "f"))
+        #expect(f.codec == .zstd)
         let frame = Array(bytes[f.fileOffset..<f.fileOffset + f.compressedSize])
         let sum = XXHash64.hash(frame)
         let url = dir.appendingPathComponent("crafted.spp")
@@ -524,6 +530,121 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["adir", "model.spp"])
     }
 
+    // MARK: storage precision
+
+    @Test func encodedTensorsRoundTripAndSetTheFlag() throws {
+        let dir = scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let half = Tensor(dtype: .float16, shape: [2])
+        half.pointer(as: UInt16.self).update(from: [0x3c00, 0xc000], count: 2)
+        func int8(_ v: [Int8], _ shape: [Int]) -> Tensor {
+            let t = Tensor(dtype: .int8, shape: shape)
+            t.pointer(as: Int8.self).update(from: v, count: v.count)
+            return t
+        }
+        let initializers: [String: Tensor] = [
+            "h": half, "plain16": half,
+            "q": int8([1, -2, 3, -127, 0, 5], [3, 2]), "q/scales": Tensor([0.5, 1, 2], shape: [3, 1]),
+            "c#0": int8([1, 2, 3], [1, 3]), "c#1": int8([4, 5, 6, 7, 8, 9], [2, 3]), "c/scales": Tensor([0.25, 0.5, 1], shape: [1, 3]),
+        ]
+        let encodings: [String: ValueEncoding] = ["h": .init(), "q": .init(scales: "q/scales"), "c#0": .init(scales: "c/scales"), "c#1": .init(scales: "c/scales")]
+        let model = SPPModel(graph: Graph(inputs: [], outputs: [], initializers: initializers, nodes: []), provenance: Provenance(), encodings: encodings)
+        let path = dir.appendingPathComponent("encoded.spp").path
+        try SPPWriter.write(model, to: path)
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(littleEndian32(bytes, at: 12) == SPPFormat.encodedTensorsFlag)
+        let reader = try SPPReader(path: path)
+        #expect(reader.entry(named: "q")?.encoding == ValueEncoding(valueDType: .float32, scales: "q/scales"))
+        #expect(reader.entry(named: "h")?.valueDType == .float32 && reader.entry(named: "plain16")?.valueDType == .float16)
+        #expect(reader.entry(named: "q/scales")?.encoding == nil)
+        let loaded = try reader.loadModel()
+        #expect(loaded.encodings == encodings)
+        expectSameModel(loaded, model)
+        // Without encoded tensors the flag stays 0, so older readers still read the file.
+        try SPPWriter.write(sampleModel(), to: path)
+        #expect(littleEndian32([UInt8](try Data(contentsOf: URL(fileURLWithPath: path))), at: 12) == 0)
+    }
+
+    @Test func writerRefusesInconsistentEncodings() throws {
+        let dir = scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("bad.spp").path
+        let q = Tensor(dtype: .int8, shape: [2, 2], zeroed: true)
+        func write(_ tensors: [String: Tensor], _ encodings: [String: ValueEncoding]) throws {
+            try SPPWriter.write(SPPModel(graph: Graph(inputs: [], outputs: [], initializers: tensors, nodes: []), provenance: Provenance(),
+                                         encodings: encodings), to: path)
+        }
+        #expect(throws: FormatError.writeFailed(path: path, reason: "tensor 'q': its scales 's' are not in the file")) {
+            try write(["q": q], ["q": .init(scales: "s")])
+        }
+        #expect(throws: FormatError.writeFailed(path: path, reason: "tensor 'q' has scale -1.0; scales are finite and not negative")) {
+            try write(["q": q, "s": Tensor([Float(1), -1], shape: [1, 2])], ["q": .init(scales: "s")])
+        }
+        #expect(throws: FormatError.writeFailed(path: path, reason: "tensor 'gone' has a storage precision but is not in the model")) {
+            try write(["q": q], ["gone": .init()])
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    @Test func craftedEncodingsAreRejected() throws {
+        let dir = scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("crafted.spp")
+        let p = url.path
+        // int8 "q" [2, 2] at 0, float32 "s" at 64.
+        let q: [UInt8] = [1, 0xfe, 3, 4]
+        func data(_ scales: [Float]) -> [UInt8] {
+            q + [UInt8](repeating: 0, count: 60) + scales.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        }
+        func qEntry(dtype: UInt64 = 3, shape: [Int64] = [2, 2], valueDType: UInt64? = 1, scales: String? = "s") -> PB {
+            tensorEntry("q", dtype: dtype, shape: shape, size: 4, raw: 4, checksum: XXHash64.hash(q), valueDType: valueDType, scales: scales)
+        }
+        func sEntry(_ values: [Float] = [0.5, 2], dtype: UInt64 = 1, shape: [Int64] = [1, 2]) -> PB {
+            let bytes = Array(data(values)[64...])
+            return tensorEntry("s", dtype: dtype, shape: shape, offset: 64, size: UInt64(bytes.count), raw: UInt64(bytes.count), checksum: XXHash64.hash(bytes))
+        }
+        func check(_ entries: [PB], scales: [Float] = [0.5, 2], flags: UInt32 = 1, _ expected: FormatError, _ line: Int = #line) throws {
+            let d = data(scales)
+            try craft(url, flags: flags, header: modelHeader(tensors: entries, dataSize: UInt64(d.count)), data: d)
+            do {
+                _ = try SPPReader(path: p).loadModel()
+                Issue.record("loaded; expected \(expected)", sourceLocation: SourceLocation(fileID: #fileID, filePath: #filePath, line: line, column: 1))
+            } catch let e as FormatError {
+                #expect(e == expected, sourceLocation: SourceLocation(fileID: #fileID, filePath: #filePath, line: line, column: 1))
+            }
+        }
+        // As the format says, it loads: the stored int8 elements and the scales.
+        let d = data([0.5, 2])
+        try craft(url, flags: 1, header: modelHeader(tensors: [qEntry(), sEntry()], dataSize: UInt64(d.count)), data: d)
+        let good = try SPPReader(path: p)
+        #expect(good.entry(named: "q")?.encoding == ValueEncoding(scales: "s"))
+        #expect(try good.tensor(named: "q").integers == [1, -2, 3, 4])
+
+        try check([qEntry(), sEntry()], flags: 0,
+                  .headerInconsistent(path: p, reason: "tensor 'q' is stored at a lower precision, but the preamble's flag for that is not set"))
+        try check([qEntry(scales: nil), sEntry()], .invalidEncoding(path: p, tensor: "q", reason: "it is stored as int8 without scales"))
+        try check([qEntry(scales: "nope"), sEntry()], .invalidEncoding(path: p, tensor: "q", reason: "its scales 'nope' are not in the file"))
+        try check([qEntry(), sEntry(shape: [2])],
+                  .invalidEncoding(path: p, tensor: "q", reason: "its scales 's' have shape [2], expected [2, 1] or [1, 2]"))
+        try check([qEntry(), sEntry([0.5, 2, 1, 1], shape: [2, 2])], scales: [0.5, 2, 1, 1],
+                  .invalidEncoding(path: p, tensor: "q", reason: "its scales 's' have shape [2, 2], expected [2, 1] or [1, 2]"))
+        try check([qEntry(), sEntry([0.5, 2], dtype: 6)], .invalidEncoding(path: p, tensor: "q", reason: "its scales 's' are not stored as float32"))
+        try check([qEntry(shape: [4]), sEntry()], .invalidEncoding(path: p, tensor: "q", reason: "int8 storage needs a matrix, the tensor has shape [4]"))
+        try check([qEntry(valueDType: 8), sEntry()], .unknownDType(path: p, tensor: "the value of tensor 'q'", code: 8))
+        try check([qEntry(valueDType: 7), sEntry()],
+                  .invalidEncoding(path: p, tensor: "q", reason: "its value dtype is int64; stored precision stands only for float32 values"))
+        try check([qEntry(dtype: 2), sEntry()],
+                  .invalidEncoding(path: p, tensor: "q", reason: "it is stored as uint8; stored precision is float16, bfloat16 or int8"))
+        try check([tensorEntry("h", dtype: 10, shape: [2], size: 4, raw: 4, checksum: XXHash64.hash(q), valueDType: 1, scales: "s"), sEntry()],
+                  .invalidEncoding(path: p, tensor: "h", reason: "it is stored as float16, which takes no scales"))
+        // The table is consistent; the scales' data is not.
+        try check([qEntry(), sEntry([0.5, -2])], scales: [0.5, -2],
+                  .invalidTensorData(path: p, tensor: "s", reason: "scale 1 is -2.0; scales are finite and not negative"))
+        try check([qEntry(), sEntry([.nan, 2])], scales: [.nan, 2],
+                  .invalidTensorData(path: p, tensor: "s", reason: "scale 0 is nan; scales are finite and not negative"))
+    }
+
     @Test func errorsNameThePathAndTheProblem() {
         let e = FormatError.tensorChecksumMismatch(path: "m.spp", tensor: "enc.w", stored: 1, computed: 2)
         #expect(e.description.contains("m.spp") && e.description.contains("enc.w"))
@@ -544,6 +665,10 @@ private func fileSize(_ path: String) throws -> Int {
     (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue ?? -1
 }
 
+
+private func littleEndian32(_ b: [UInt8], at o: Int) -> UInt32 {
+    (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * $1) }
+}
 
 private func tensorBytes(_ t: Tensor) -> [UInt8] {
     Array(UnsafeRawBufferPointer(start: t.rawPointer, count: t.byteCount))
@@ -664,7 +789,7 @@ private struct PB {
 }
 
 private func tensorEntry(_ name: String, dtype: UInt64 = 1, shape: [Int64], offset: UInt64 = 0, size: UInt64, raw: UInt64,
-                         checksum: UInt64, codec: UInt64 = 0) -> PB {
+                         checksum: UInt64, codec: UInt64 = 0, valueDType: UInt64? = nil, scales: String? = nil) -> PB {
     var e = PB()
     e.string(1, name)
     e.varint(2, dtype)
@@ -674,6 +799,8 @@ private func tensorEntry(_ name: String, dtype: UInt64 = 1, shape: [Int64], offs
     e.varint(6, raw)
     e.fixed64(7, checksum)
     e.varint(8, codec)
+    if let valueDType { e.varint(9, valueDType) }
+    if let scales { e.string(10, scales) }
     return e
 }
 
