@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "CKernels", linkerSettings: [.linkedLibrary("gomp")]),
         .target(name: "SPPKernels", dependencies: ["SPPCore", "CBLAS", "CDNNL", "CKernels"]),
         .target(name: "SPPFormat", dependencies: ["SPPCore", "SPPGraph", "CZstd", "CProtobuf", "SPPProtobuf"]),
-        .target(name: "SPPRuntime", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "CBLAS"]),
+        .target(name: "SPPRuntime", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "CBLAS", "CKernels"]),
         .target(name: "SPPTokenizers", dependencies: ["SPPCore"]),
         .target(name: "SPPONNX", dependencies: ["SPPCore", "SPPGraph", "CProtobuf", "SPPProtobuf"]),
         .target(name: "SPPPasses", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPRuntime", "CBLAS", "CLAPACK"]),

@@ -1,5 +1,8 @@
 #include "spp_storage.h"
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
 
@@ -94,4 +97,10 @@ static void spp_items_run(void *p) {
 void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, size_t item, int thread), void *ctx) {
     struct spp_items job = {body, ctx, count, 0};
     GOMP_parallel(spp_items_run, &job, threads, 0);
+}
+
+void spp_release_free_memory(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
 }

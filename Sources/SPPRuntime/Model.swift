@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 import SPPCore
 import SPPFormat
@@ -49,20 +50,28 @@ public final class Model: @unchecked Sendable {
     public init(reader: SPPReader, keep: Double = 1, repair: Bool = true, options: RuntimeOptions = .init()) throws {
         var options = options
         options.weights = options.weights ?? .stored(in: reader)
-        let loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.threads)
-        var clock = StageClock()
-        let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
-        lookupSources = tables
-        program = try Program(graph: loaded.graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }),
-                              int8Weights: loaded.int8Weights)
-        clock.lap("program")
-        loadStages = loaded.stages + clock.stages
+        let built = try Self.build(reader, keep: keep, repair: repair, options: options)
+        (program, lookupSources, loadBytesRead, loadBytesDecoded, loadStages) = built
+        // What loading freed (read buffers, float32 weights that int8 kernels replaced, all released with
+        // `build`'s locals) goes back to the system: glibc keeps freed heap memory, and resident memory is
+        // what the model costs.
+        spp_release_free_memory()
         provenance = reader.provenance
         pruningPath = reader.pruningPath
         costTable = reader.costTable
         self.keep = keep
-        loadBytesRead = loaded.bytesRead
-        loadBytesDecoded = loaded.bytesDecoded
+    }
+
+    /// The program and what loading it read; the loaded graph is released on return.
+    private static func build(_ reader: SPPReader, keep: Double, repair: Bool, options: RuntimeOptions) throws
+        -> (Program, [LookupSource], Int, Int, [(stage: String, seconds: Double)]) {
+        let loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.threads)
+        var clock = StageClock()
+        let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
+        let program = try Program(graph: loaded.graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                                  int8Weights: loaded.int8Weights)
+        clock.lap("program")
+        return (program, tables, loaded.bytesRead, loaded.bytesDecoded, loaded.stages + clock.stages)
     }
 
     /// Wraps a graph already in memory (for example one just imported).

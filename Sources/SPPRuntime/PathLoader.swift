@@ -1,3 +1,4 @@
+import CBLAS
 import SPPCore
 import SPPFormat
 import SPPGraph
@@ -74,9 +75,9 @@ public enum PathLoader {
             TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
         }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var refits: [Bool] = []
+        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor])] = []
         var pairRows: [[String: UnitRows]] = []
-        for (pair, n) in zip(path.pairs, counts) {
+        for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
             // Attention units are stored in rank order across heads; the kernel wants them grouped by head.
             var order: [Int64]? = nil
@@ -94,18 +95,19 @@ public enum PathLoader {
             let refit = repair && reader.entry(named: FeedForwardRepair.offsetName(pair.node)) != nil && n < pair.ranks.count
             let layouts = Dictionary(roles(pair.kind).map { ($0.0, UnitRows.Layout(order: order, transpose: $0.2)) }, uniquingKeysWith: { a, _ in a })
             var rows: [String: UnitRows] = [:]
-            for t in pair.tensors where refit ? t.role != "w2" : !FeedForwardRepair.Role.all.contains(t.role) {
+            for t in pair.tensors where !FeedForwardRepair.Role.all.contains(t.role) && !(refit && t.role == "w2") {
                 let unit = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
                 rows[t.role] = unit
                 tasks.append(unit.task)
             }
-            refits.append(refit)
+            if refit { refits.append((p, pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) })) }
             pairRows.append(rows)
         }
 
         var clock = StageClock()
         var decoder = TensorDecoder(reader: reader, threads: threads)
-        try decoder.readScales(of: tasks.flatMap(\.entries))
+        let repairEntries = try refits.flatMap { p, tensors in try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } }
+        try decoder.readScales(of: tasks.flatMap(\.entries) + repairEntries)
         try decoder.run(tasks)
         clock.lap("decode")
 
@@ -116,19 +118,50 @@ public enum PathLoader {
                 graph.initializers[e.name] = tensor
             }
         }
-        for (pair, (refit, rows)) in zip(path.pairs, zip(refits, pairRows)) {
-            let node = graph.nodes[nodeIndex[pair.node]!]
-            var values = try rows.mapValues { try $0.finish(scales: decoder.scales) }
-            let offset = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node))
-            if refit, let offset {
-                guard case let .values(z)? = values[FeedForwardRepair.Role.whitenedW2], case let .values(l)? = values[FeedForwardRepair.Role.gramFactor],
-                      case let .values(mean)? = values[FeedForwardRepair.Role.mean], let b2 = graph.initializers[node.inputs[4]] else {
+        var offsets: [String: Tensor] = [:]
+        for pair in path.pairs { offsets[pair.node] = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node)) }
+        // Refits, a block per task: its repair rows are read, solved against and let go, so that
+        // only a block's (per thread) is in memory at a time. The solves run on the load's threads,
+        // BLAS on one thread each (its own pool would contend with ours for the cores).
+        // One slot per pair, each written by one task.
+        let refitted = UnsafeMutableBufferPointer<(w2: Tensor, b2: Tensor)?>.allocate(capacity: path.pairs.count)
+        refitted.initialize(repeating: nil)
+        defer {
+            _ = refitted.deinitialize()
+            refitted.deallocate()
+        }
+        do {
+            let refitTasks = try refits.map { p, tensors in
+                let pair = path.pairs[p], n = counts[p]
+                let node = graph.nodes[nodeIndex[pair.node]!]
+                guard let offset = offsets[pair.node], let b2 = graph.initializers[node.inputs[4]] else {
                     throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
                 }
+                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) }
+                return TensorDecoder.Task(entries: entries) { decoder, buffers in
+                    var rows: [String: Tensor] = [:]
+                    for t in tensors {
+                        let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
+                        try unit.read(decoder, buffers)
+                        rows[t.role] = unit.tensor
+                    }
+                    guard let z = rows[FeedForwardRepair.Role.whitenedW2], let l = rows[FeedForwardRepair.Role.gramFactor],
+                          let mean = rows[FeedForwardRepair.Role.mean] else {
+                        throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
+                    }
+                    refitted[p] = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
+                }
+            }
+            openblas_set_num_threads(1)
+            try decoder.run(refitTasks)
+        }
+        for (p, pair) in path.pairs.enumerated() {
+            let node = graph.nodes[nodeIndex[pair.node]!]
+            var values = try pairRows[p].mapValues { try $0.finish(scales: decoder.scales) }
+            if let (w2, b2) = refitted[p] {
                 // Feed-forward units keep their order, so the refit W2 is already in the node's layout.
-                let (w2, bias) = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
                 values["w2"] = .values(w2)
-                graph.initializers[node.inputs[4]] = bias
+                graph.initializers[node.inputs[4]] = b2
             }
             for (role, input, _) in roles(pair.kind) {
                 let name = node.inputs[input]

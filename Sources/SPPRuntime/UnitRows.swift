@@ -37,16 +37,7 @@ struct UnitRows {
     /// with a scale per row, or per column shared by all chunks (else they are
     /// read as float32 values).
     init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?) throws {
-        var parts: [(entry: TensorEntryInfo, rows: Int)] = []
-        var have = 0
-        for (name, rows) in zip(t.chunks, t.chunkRows) where have < count {
-            guard let e = reader.entry(named: name) else { throw RuntimeError.corruptPath("chunk '\(name)' is not in the file") }
-            guard e.shape.count >= 1, e.shape[0] == rows else { throw RuntimeError.corruptPath("chunk '\(name)' does not hold \(rows) rows") }
-            let take = min(rows, count - have)
-            parts.append((e, take))
-            have += take
-        }
-        guard have == count else { throw RuntimeError.corruptPath("unit tensor '\(t.role)' holds \(have) rows, \(count) needed") }
+        let parts = try Self.parts(reader, t, count: count)
         let first = parts.first?.entry ?? t.chunks.first.flatMap { reader.entry(named: $0) }
         let rowShape = first.map { Array($0.shape.dropFirst()) } ?? []
 
@@ -72,12 +63,28 @@ struct UnitRows {
         self.parts = parts
     }
 
+    /// The chunks that hold the first `count` rows of `t`, and the rows taken from each.
+    static func parts(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int) throws -> [(entry: TensorEntryInfo, rows: Int)] {
+        var parts: [(entry: TensorEntryInfo, rows: Int)] = []
+        var have = 0
+        for (name, rows) in zip(t.chunks, t.chunkRows) where have < count {
+            guard let e = reader.entry(named: name) else { throw RuntimeError.corruptPath("chunk '\(name)' is not in the file") }
+            guard e.shape.count >= 1, e.shape[0] == rows else { throw RuntimeError.corruptPath("chunk '\(name)' does not hold \(rows) rows") }
+            let take = min(rows, count - have)
+            parts.append((e, take))
+            have += take
+        }
+        guard have == count else { throw RuntimeError.corruptPath("unit tensor '\(t.role)' holds \(have) rows, \(count) needed") }
+        return parts
+    }
+
     /// The reads, for the decoder's threads.
     var task: TensorDecoder.Task {
         TensorDecoder.Task(entries: parts.map(\.entry)) { decoder, buffers in try read(decoder, buffers) }
     }
 
-    private func read(_ decoder: TensorDecoder, _ buffers: FrameBuffers) throws {
+    /// Reads the rows into `tensor`, through the buffers' workspace when the layout moves them.
+    func read(_ decoder: TensorDecoder, _ buffers: FrameBuffers) throws {
         let rowBytes = width * tensor.dtype.size
         let direct = layout.map { $0.order == nil && !$0.transpose } ?? true
         let rows = direct ? tensor.rawPointer : buffers.workspace(count * rowBytes)

@@ -1,11 +1,13 @@
 import Foundation
 
 /// Resident memory of this process, from Linux's /proc/self/status: now
-/// (`VmRSS`) and the high-water mark (`VmHWM`), which `resetPeak` sets back to
-/// the current size (writing 5 to /proc/self/clear_refs) so that a later peak
+/// (`VmRSS`), its file-backed part (`RssFile`: mapped library code and data)
+/// and the high-water mark (`VmHWM`), which `resetPeak` sets back to the
+/// current size (writing 5 to /proc/self/clear_refs) so that a later peak
 /// covers only what ran after it. Nil where /proc does not say.
 public enum ProcessMemory {
     public static var residentBytes: Int? { status("VmRSS") }
+    public static var fileBytes: Int? { status("RssFile") }
     public static var peakBytes: Int? { status("VmHWM") }
 
     /// Whether the peak could be reset.

@@ -21,7 +21,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         CommandLineErrors.report {
-            let baseRSS = ProcessMemory.residentBytes
+            let baseRSS = ProcessMemory.residentBytes, baseFile = ProcessMemory.fileBytes
             let loadStart = Date()
             let file = try ModelFile.open(model)
             let m = try load.makeModel(file, threads: threads)
@@ -43,6 +43,7 @@ struct Bench: ParsableCommand {
             let activations = Program.ActivationMeter()
             _ = try m.program.run(inputs, activations: activations)
             let runPeak = reset ? ProcessMemory.peakBytes : nil
+            let endFile = ProcessMemory.fileBytes
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let peak = max(Int(usage.ru_maxrss) * 1024, loadPeak ?? 0, runPeak ?? 0)
@@ -64,7 +65,13 @@ struct Bench: ParsableCommand {
             if let runPeak {
                 fields.append(("run_peak_rss_mb", mb(runPeak)))
                 fields.append(("rss_ratio", String(format: "%.3f", Double(runPeak) / Double(max(held, 1)))))
-                if let baseRSS { fields.append(("rss_over_base_ratio", String(format: "%.3f", Double(runPeak - baseRSS) / Double(max(held, 1))))) }
+                // What the model costs: the peak less the process before loading and the library pages
+                // (file-backed: oneDNN's code) that running mapped since.
+                if let baseRSS, let baseFile, let endFile {
+                    let model = runPeak - baseRSS - max(0, endFile - baseFile)
+                    fields.append(("model_rss_mb", mb(model)))
+                    fields.append(("model_rss_ratio", String(format: "%.3f", Double(model) / Double(max(held, 1)))))
+                }
             }
             // Achieved throughput: the matrix-product FLOPs of this graph for these inputs over the median time.
             var shapes = file.lookupTableShapes

@@ -22,6 +22,9 @@ void spp_int8_to_float(const int8_t *q, const float *scales, int per_row, size_t
 /// of `out` [cols, n].
 void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out);
 void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out);
+/// Returns the heap memory the process freed to the system (glibc's malloc_trim;
+/// nothing elsewhere): what a load freed would otherwise stay resident.
+void spp_release_free_memory(void);
 /// Calls body(ctx, i, thread) for every i < count on a team of `threads` threads
 /// in libgomp's pool (as spp_parallel), each thread taking the next item as it
 /// finishes one, so that items of uneven size keep all threads busy.
