@@ -8,7 +8,7 @@ import CZstd
 ///
 /// Not thread-safe: one per thread.
 public final class FrameBuffers {
-    let context: OpaquePointer
+    private var dctx: OpaquePointer?
     private var frameBytes: UnsafeMutableRawPointer?
     private var frameCapacity = 0
     private var scratchBytes: UnsafeMutableRawPointer?
@@ -16,16 +16,20 @@ public final class FrameBuffers {
     private var workspaceBytes: UnsafeMutableRawPointer?
     private var workspaceCapacity = 0
 
-    public init() {
-        guard let context = ZSTD_createDCtx() else { fatalError("zstd cannot allocate a decompression context (out of memory)") }
-        self.context = context
-    }
+    public init() {}
 
     deinit {
-        ZSTD_freeDCtx(context)
+        if let dctx { ZSTD_freeDCtx(dctx) }
         frameBytes?.deallocate()
         scratchBytes?.deallocate()
         workspaceBytes?.deallocate()
+    }
+
+    /// A zstd decompression context, made on first use (raw frames need none);
+    /// nil when zstd cannot allocate one.
+    func context() -> OpaquePointer? {
+        if dctx == nil { dctx = ZSTD_createDCtx() }
+        return dctx
     }
 
     /// Room for a stored frame of `count` bytes.

@@ -140,7 +140,10 @@ public final class SPPReader: Sendable {
             let src = UnsafeRawBufferPointer(start: frame, count: e.compressedSize)
             try verify(e, src)
             try checkDeclaredSize(e, src)
-            try decompress(e, src, into: dst, context: buffers.context)
+            guard let context = buffers.context() else {
+                throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: "zstd cannot allocate a decompression context")
+            }
+            try decompress(e, src, into: dst, context: context)
         }
         if let reason = invalidData(e, UnsafeRawPointer(dst)) {
             throw FormatError.invalidTensorData(path: path, tensor: e.name, reason: reason)
