@@ -15,6 +15,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// int32 `[N]`: `Σ_k values[k, c]`, what the activations' zero points multiply
     /// (`Σ_k (q − z) w = Σ_k q w − z Σ_k w`).
     public let columnSums: Tensor
+    /// The values in the layout of oneDNN's matmul primitive, where that is faster.
+    let packed: PackedInt8Weights?
 
     public var rows: Int { values.shape[0] }
     public var columns: Int { values.shape[1] }
@@ -69,6 +71,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         self.values = values
         self.scales = scales
         columnSums = sums
+        packed = PackedInt8Weights(values)
     }
 
     /// The float32 matrix these values stand for: `scales[c] · values[k, c]`.
