@@ -71,6 +71,44 @@ public enum Attention {
         }
     }
 
+    /// The projection weights as the float32 kernel reads them, made once at load:
+    /// `[Wq | Wk | Wv]` as one matrix, so one GEMM fills the packed q, k, v rows
+    /// (one pass over the input instead of three, and one wide product instead of
+    /// three narrow ones where ranks are ragged).
+    public struct PackedWeights: @unchecked Sendable {
+        public let qkv: Tensor
+        /// `[bq | bk | bv]`.
+        public let qkvBias: Tensor
+        public let wo: Tensor
+        public let bo: Tensor
+        public let qkWidth: Int, voWidth: Int
+
+        public var hidden: Int { wo.shape[1] }
+
+        public init(_ w: Weights, _ p: Parameters) throws {
+            let hidden = w.bo.count
+            try w.check(hidden: hidden, p)
+            (qkv, qkvBias) = Self.concatenated(w, p)
+            (wo, bo) = (w.wo, w.bo.reshaped([hidden]))
+            (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
+        }
+
+        /// `[Wq | Wk | Wv]` `[D, 2·Σqk + Σvo]` and `[bq | bk | bv]`.
+        static func concatenated(_ w: Weights, _ p: Parameters) -> (Tensor, Tensor) {
+            let hidden = w.bo.count, (qk, vo) = (p.qkWidth, p.voWidth)
+            let width = 2 * qk + vo
+            let packed = Tensor(dtype: .float32, shape: [hidden, width])
+            let bias = Tensor(dtype: .float32, shape: [width])
+            let dst = packed.pointer(as: Float.self), b = bias.pointer(as: Float.self)
+            for (weight, base, n) in [(w.wq, 0, qk), (w.wk, qk, qk), (w.wv, 2 * qk, vo)] where n > 0 {
+                let src = weight.pointer(as: Float.self)
+                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
+            }
+            for (t, base) in [(w.bq, 0), (w.bk, qk), (w.bv, 2 * qk)] { (b + base).update(from: t.pointer(as: Float.self), count: t.count) }
+            return (packed, bias)
+        }
+    }
+
     /// The projection weights in int8 (`QuantizedMatrix`), made once at load:
     /// `[Wq | Wk | Wv]` as one matrix, so one GEMM of the quantized input rows
     /// fills the packed q, k, v rows, and Wo. Activations are quantized to `range`.
@@ -88,21 +126,12 @@ public enum Attention {
         public init(_ w: Weights, _ p: Parameters, range: ActivationRange = .native) throws {
             let hidden = w.bo.count
             try w.check(hidden: hidden, p)
-            let (qk, vo) = (p.qkWidth, p.voWidth)
-            let width = 2 * qk + vo
-            let packed = Tensor(dtype: .float32, shape: [hidden, width])
-            let bias = Tensor(dtype: .float32, shape: [width])
-            let dst = packed.pointer(as: Float.self), b = bias.pointer(as: Float.self)
-            for (weight, base, n) in [(w.wq, 0, qk), (w.wk, qk, qk), (w.wv, 2 * qk, vo)] where n > 0 {
-                let src = weight.pointer(as: Float.self)
-                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
-            }
-            for (t, base) in [(w.bq, 0), (w.bk, qk), (w.bv, 2 * qk)] { (b + base).update(from: t.pointer(as: Float.self), count: t.count) }
+            let (packed, bias) = PackedWeights.concatenated(w, p)
             qkv = try QuantizedMatrix(quantizing: packed)
             qkvBias = bias
             wo = try QuantizedMatrix(quantizing: w.wo)
             bo = w.bo.reshaped([hidden])
-            (qkWidth, voWidth, self.range) = (qk, vo, range)
+            (qkWidth, voWidth, self.range) = (p.qkWidth, p.voWidth, range)
         }
     }
 
@@ -132,6 +161,13 @@ public enum Attention {
             let target = [batch, heads, seq, seq]
             self.mask = try mask.map { try Term($0, target: target, what: "mask") }
             self.bias = try bias.map { try Term($0, target: target, what: "bias") }
+        }
+
+        /// Prepared weights (packed or int8) must fit the input and the ranks.
+        func check(hidden: Int, qkWidth: Int, voWidth: Int, _ shape: [Int]) throws {
+            guard self.hidden == hidden, self.qkWidth == qkWidth, self.voWidth == voWidth else {
+                throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(shape)) with ranks \(self.qkWidth) / \(self.voWidth) does not fit weights for hidden size \(hidden) and ranks \(qkWidth) / \(voWidth)")
+            }
         }
     }
 
@@ -186,20 +222,22 @@ public enum Attention {
         }
     }
 
-    /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`.
+    /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`. Packs the weights
+    /// first: a caller that runs them more than once packs them itself, once.
     public static func run(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
+        try run(x, PackedWeights(w, p), mask: mask, bias: bias, p)
+    }
+
+    /// Runs the block on `x [B, S, D]` with packed float32 weights.
+    public static func run(_ x: Tensor, _ w: PackedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
         let g = try Geometry(x, mask: mask, bias: bias, p)
-        try w.check(hidden: g.hidden, p)
+        try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
         let rows = g.batch * g.seq, hidden = g.hidden
         let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
         return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
-            Linear.fillRows(qkv, rows: rows, ld: width, with: w.bq.pointer(as: Float.self), count: g.qkWidth)
-            Linear.fillRows(qkv + g.qkWidth, rows: rows, ld: width, with: w.bk.pointer(as: Float.self), count: g.qkWidth)
-            Linear.fillRows(qkv + 2 * g.qkWidth, rows: rows, ld: width, with: w.bv.pointer(as: Float.self), count: g.voWidth)
-            for (weight, base, n) in [(w.wq, 0, g.qkWidth), (w.wk, g.qkWidth, g.qkWidth), (w.wv, 2 * g.qkWidth, g.voWidth)] {
-                Linear.sgemm(transA: false, transB: false, m: rows, n: n, k: hidden, alpha: 1, a: px, lda: hidden,
-                             b: weight.pointer(as: Float.self), ldb: max(n, 1), beta: 1, c: qkv + base, ldc: width)
-            }
+            Linear.fillRows(qkv, rows: rows, ld: width, with: w.qkvBias.pointer(as: Float.self), count: width)
+            Linear.sgemm(transA: false, transB: false, m: rows, n: width, k: hidden, alpha: 1, a: px, lda: hidden,
+                         b: w.qkv.pointer(as: Float.self), ldb: width, beta: 1, c: qkv, ldc: width)
         }, output: { ctx, po in
             Linear.fillRows(po, rows: rows, ld: hidden, with: bo, count: hidden)
             Linear.sgemm(transA: false, transB: false, m: rows, n: hidden, k: g.voWidth, alpha: 1, a: ctx, lda: g.voWidth,
@@ -212,9 +250,7 @@ public enum Attention {
     /// softmax and the context products stay in float32.
     public static func run(_ x: Tensor, _ w: QuantizedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
         let g = try Geometry(x, mask: mask, bias: bias, p)
-        guard g.hidden == w.hidden, g.qkWidth == w.qkWidth, g.voWidth == w.voWidth else {
-            throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(x.shape)) with ranks \(p.qkWidth) / \(p.voWidth) does not fit int8 weights for hidden size \(w.hidden) and ranks \(w.qkWidth) / \(w.voWidth)")
-        }
+        try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
         let rows = g.batch * g.seq, hidden = g.hidden
         let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
         return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
@@ -252,6 +288,10 @@ public enum Attention {
         let square = seq * seq
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * square, 1))
         defer { scores.deallocate() }
+        // 1 / Σ e of each score row: the softmax divides the context rows (vo rank
+        // values each) instead of the probabilities (seq values each).
+        let inverseSums = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * seq, 1))
+        defer { inverseSums.deallocate() }
         // With at least as many heads as threads, threads take whole heads (scores,
         // softmax, context: one fork and join per batch row, each GEMM on one thread),
         // once there are ~64K multiply-adds per thread. With fewer heads the GEMMs
@@ -275,14 +315,16 @@ public enum Attention {
             let mask = g.mask.flatMap { $0.isZero(batch: b, keys: seq) ? nil : $0 }
             func softmax(_ r: Int) {
                 let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
-                softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
-                           mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
+                inverseSums[r] = softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
+                                            mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
             }
             func contextOf(_ slot: Int) {
-                let h = active[slot]
-                Linear.sgemm(transA: false, transB: false, m: seq, n: p.voRanks[h], k: seq, alpha: 1,
+                let h = active[slot], rank = p.voRanks[h]
+                let rows = ctx + b * seq * g.voWidth + g.voOffsets[h]
+                Linear.sgemm(transA: false, transB: false, m: seq, n: rank, k: seq, alpha: 1,
                              a: scores + slot * square, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
-                             beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth, threads: gemmThreads)
+                             beta: 0, c: rows, ldc: g.voWidth, threads: gemmThreads)
+                for i in 0..<seq { spp_binary_scalar(2, rows + i * g.voWidth, inverseSums[slot * seq + i], rows + i * g.voWidth, rank) }
             }
             if byHead {
                 Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 16) / perHead)) { slots in
@@ -304,20 +346,23 @@ public enum Attention {
         return out
     }
 
-    /// Adds the terms to the first `count` scores of a row, then turns the row
-    /// into probabilities; the keys from `count` on (causal) get 0.
+    /// Adds the terms to the first `count` scores of a row, then turns the row into
+    /// e^(score − max) and returns 1 / their sum (`spp_softmax_exp`); the keys
+    /// from `count` on (causal) get 0.
     @inline(__always)
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, stride: Int,
-                           mask: Term?, bias: Term?, b: Int, h: Int, i: Int) {
+                           mask: Term?, bias: Term?, b: Int, h: Int, i: Int) -> Float {
         // One term with contiguous keys is added inside the softmax's first pass.
+        let inverse: Float
         if bias == nil, let mask, let terms = mask.contiguousRow(b, h, i) {
-            spp_softmax(row, terms, count)
+            inverse = spp_softmax_exp(row, terms, count)
         } else {
             mask?.add(to: row, count: count, b, h, i)
             bias?.add(to: row, count: count, b, h, i)
-            spp_softmax(row, nil, count)
+            inverse = spp_softmax_exp(row, nil, count)
         }
         if count < stride { (row + count).update(repeating: 0, count: stride - count) }
+        return inverse
     }
 
     /// The reference: the contract computed from its definition with loops in

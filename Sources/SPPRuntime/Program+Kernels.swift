@@ -284,6 +284,31 @@ extension Program {
 }
 
 extension Program {
+    /// The float32 kernel of an `spp.Attention` node whose projection weights are
+    /// constants: they are packed here, once (`Attention.PackedWeights`). Nil for
+    /// other nodes, which get `makeKernel`'s (packing on every run).
+    static func packedAttentionKernel(_ node: Node, _ constants: [String: Tensor]) throws -> KernelFunction? {
+        typealias In = AttentionAttributes.Input
+        guard node.op == .attention else { return nil }
+        let names: [In] = [.wq, .bq, .wk, .bk, .wv, .bv, .wo, .bo]
+        let weights = names.compactMap { node.input($0.rawValue).flatMap { constants[$0] } }
+        guard weights.count == names.count, weights.allSatisfy({ $0.dtype == .float32 }) else { return nil }
+        let a = try node.attentionAttributes()
+        let p = Attention.Parameters(qkRanks: a.qkRanks, voRanks: a.voRanks, scale: a.scale, causal: a.causal)
+        let packed: Attention.PackedWeights
+        do {
+            packed = try Attention.PackedWeights(Attention.Weights(wq: weights[0], bq: weights[1], wk: weights[2], bk: weights[3],
+                                                                   wv: weights[4], bv: weights[5], wo: weights[6], bo: weights[7]), p)
+        } catch let e as KernelError {
+            throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: e.description)
+        }
+        return { args in
+            guard In.x.rawValue < args.count, let x = args[In.x.rawValue] else { throw KernelError.invalidArgument("required input 0 is missing") }
+            func optional(_ i: In) -> Tensor? { i.rawValue < args.count ? args[i.rawValue] : nil }
+            return [try Attention.run(x, packed, mask: optional(.mask), bias: optional(.bias), p)]
+        }
+    }
+
     /// The kernel's activation of an `spp.FeedForward` node.
     static func feedForwardActivation(_ node: Node) throws -> FeedForward.Activation {
         switch try node.feedForwardActivation() {

@@ -73,7 +73,7 @@ public final class Program: @unchecked Sendable {
         var pending: [(Node, KernelFunction, [Int?], [Int])] = []
         for (i, node) in graph.nodes.enumerated() {
             let kernel = try lookupKernel(node, lookupTables) ?? Program.int8Kernel(node, graph.initializers, options)
-                ?? Program.makeKernel(node)
+                ?? Program.packedAttentionKernel(node, graph.initializers) ?? Program.makeKernel(node)
             let ins = node.inputs.map { $0.isEmpty || lookupTables[$0] != nil ? nil : slot($0) }
             for s in ins.compactMap({ $0 }) { lastUse[s] = i }
             pending.append((node, kernel, ins, node.outputs.map(slot)))
