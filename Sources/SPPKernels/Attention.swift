@@ -71,25 +71,27 @@ public enum Attention {
         }
     }
 
-    /// The projection weights as the float32 kernel reads them, made once at load:
-    /// `[Wq | Wk | Wv]` as one matrix, so one GEMM fills the packed q, k, v rows
-    /// (one pass over the input instead of three, and one wide product instead of
-    /// three narrow ones where ranks are ragged).
-    public struct PackedWeights: @unchecked Sendable {
-        public let qkv: Tensor
-        /// `[bq | bk | bv]`.
-        public let qkvBias: Tensor
-        public let wo: Tensor
+    /// The projection weights as the float32 kernel applies them, made once at
+    /// load (`Projection`s, packed for oneDNN's matmul primitive where it has
+    /// kernels): `[Wq | Wk | Wv]` as one layer, so one product fills the packed
+    /// q, k, v rows (one pass over the input instead of three, and one wide product
+    /// instead of three narrow ones where ranks are ragged), and Wo.
+    public struct PackedWeights: Sendable {
+        public let qkv: Projection
+        public let wo: Projection
         public let bo: Tensor
         public let qkWidth: Int, voWidth: Int
 
-        public var hidden: Int { wo.shape[1] }
+        public var hidden: Int { wo.columns }
 
-        public init(_ w: Weights, _ p: Parameters) throws {
+        /// `pack` false: plain GEMMs (weights used once).
+        public init(_ w: Weights, _ p: Parameters, pack: Bool = true) throws {
             let hidden = w.bo.count
             try w.check(hidden: hidden, p)
-            (qkv, qkvBias) = Self.concatenated(w, p)
-            (wo, bo) = (w.wo, w.bo.reshaped([hidden]))
+            let (weights, bias) = Self.concatenated(w, p)
+            qkv = try Projection(weights: weights, bias: bias, pack: pack)
+            wo = try Projection(weights: w.wo, bias: w.bo, pack: pack)
+            bo = w.bo.reshaped([hidden])
             (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
         }
 
@@ -222,26 +224,21 @@ public enum Attention {
         }
     }
 
-    /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`. Packs the weights
-    /// first: a caller that runs them more than once packs them itself, once.
+    /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`. A caller that runs
+    /// the same weights more than once prepares them itself, once (`PackedWeights`).
     public static func run(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
-        try run(x, PackedWeights(w, p), mask: mask, bias: bias, p)
+        try run(x, PackedWeights(w, p, pack: false), mask: mask, bias: bias, p)
     }
 
-    /// Runs the block on `x [B, S, D]` with packed float32 weights.
+    /// Runs the block on `x [B, S, D]` with prepared float32 weights.
     public static func run(_ x: Tensor, _ w: PackedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
         let g = try Geometry(x, mask: mask, bias: bias, p)
         try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
-        let rows = g.batch * g.seq, hidden = g.hidden
-        let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
-        return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
-            Linear.fillRows(qkv, rows: rows, ld: width, with: w.qkvBias.pointer(as: Float.self), count: width)
-            Linear.sgemm(transA: false, transB: false, m: rows, n: width, k: hidden, alpha: 1, a: px, lda: hidden,
-                         b: w.qkv.pointer(as: Float.self), ldb: width, beta: 1, c: qkv, ldc: width)
+        let rows = g.batch * g.seq
+        return try attend(g, p, shape: x.shape, bo: w.bo.pointer(as: Float.self), project: { qkv, _ in
+            try w.qkv.apply(x.pointer(as: Float.self), rows: rows, into: qkv)
         }, output: { ctx, po in
-            Linear.fillRows(po, rows: rows, ld: hidden, with: bo, count: hidden)
-            Linear.sgemm(transA: false, transB: false, m: rows, n: hidden, k: g.voWidth, alpha: 1, a: ctx, lda: g.voWidth,
-                         b: w.wo.pointer(as: Float.self), ldb: hidden, beta: 1, c: po, ldc: hidden)
+            try w.wo.apply(ctx, rows: rows, into: po)
         })
     }
 
@@ -253,7 +250,7 @@ public enum Attention {
         try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
         let rows = g.batch * g.seq, hidden = g.hidden
         let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
-        return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
+        return try attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
             Linear.int8Gemm(m: rows, a: px, lda: hidden, w: w.qkv, bias: w.qkvBias.pointer(as: Float.self), c: qkv, ldc: width, range: w.range)
         }, output: { ctx, po in
             Linear.int8Gemm(m: rows, a: ctx, lda: g.voWidth, w: w.wo, bias: bo, c: po, ldc: hidden, range: w.range)
@@ -264,8 +261,8 @@ public enum Attention {
     /// rows `[B·S, Σqk | Σqk | Σvo]` (biases included); `output(ctx, out)` writes
     /// `ctx · Wo + bo` into the output rows.
     static func attend(_ g: Geometry, _ p: Parameters, shape: [Int], bo: UnsafePointer<Float>,
-                       project: (UnsafeMutablePointer<Float>, Int) -> Void,
-                       output: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+                       project: (UnsafeMutablePointer<Float>, Int) throws -> Void,
+                       output: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) throws -> Void) rethrows -> Tensor {
         let (batch, seq, hidden) = (g.batch, g.seq, g.hidden)
         let rows = batch * seq
         let out = Tensor(dtype: .float32, shape: shape)
@@ -280,7 +277,7 @@ public enum Attention {
         let kBase = g.qkWidth, vBase = 2 * g.qkWidth
         let qkv = UnsafeMutablePointer<Float>.allocate(capacity: rows * width)
         defer { qkv.deallocate() }
-        project(qkv, width)
+        try project(qkv, width)
 
         let ctx = UnsafeMutablePointer<Float>.allocate(capacity: rows * g.voWidth)
         defer { ctx.deallocate() }
@@ -342,7 +339,7 @@ public enum Attention {
                 for slot in active.indices { contextOf(slot) }
             }
         }
-        output(ctx, po)
+        try output(ctx, po)
         return out
     }
 

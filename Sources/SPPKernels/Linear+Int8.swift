@@ -67,7 +67,7 @@ extension Linear {
     /// the float32 GEMMs use beta = 1); else it is overwritten. `epilogue` runs on
     /// each finished piece of a row (pointer, count), while it is in cache: an activation.
     ///
-    /// With packed weights (`PackedInt8Weights`) one oneDNN matmul on all threads
+    /// With packed weights (`PackedMatrix`) one oneDNN matmul on all threads
     /// makes the int32 products, then threads take blocks of columns to finish them.
     /// Otherwise threads take blocks of W's columns: each multiplies all rows by its
     /// block on one thread and finishes its block, so the whole product is one fork

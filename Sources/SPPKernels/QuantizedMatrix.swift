@@ -16,7 +16,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// (`Σ_k (q − z) w = Σ_k q w − z Σ_k w`).
     public let columnSums: Tensor
     /// The values in the layout of oneDNN's matmul primitive, where that is faster.
-    let packed: PackedInt8Weights?
+    let packed: PackedMatrix?
 
     public var rows: Int { values.shape[0] }
     public var columns: Int { values.shape[1] }
@@ -71,7 +71,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         self.values = values
         self.scales = scales
         columnSums = sums
-        packed = PackedInt8Weights(values)
+        packed = PackedMatrix(values)
     }
 
     /// The float32 matrix these values stand for: `scales[c] · values[k, c]`.

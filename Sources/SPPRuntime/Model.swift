@@ -36,7 +36,7 @@ public final class Model: @unchecked Sendable {
         let (graph, bytesRead) = try PathLoader.load(reader, keep: keep, repair: repair)
         let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
         lookupSources = tables
-        program = try Program(graph: graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }))
+        program = try Program(graph: consume graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }))
         provenance = reader.provenance
         pruningPath = reader.pruningPath
         costTable = reader.costTable

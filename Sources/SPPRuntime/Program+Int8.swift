@@ -18,10 +18,6 @@ extension Program {
             return t
         }
         func fits(_ inner: Int) -> Bool { inner <= QuantizedMatrix.maximumRows }
-        func required(_ args: [Tensor?], _ i: Int) throws -> Tensor {
-            guard i < args.count, let t = args[i] else { throw KernelError.invalidArgument("required input \(i) is missing") }
-            return t
-        }
         do {
             switch node.op {
             case .attention:

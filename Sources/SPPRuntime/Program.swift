@@ -56,10 +56,22 @@ public final class Program: @unchecked Sendable {
     /// Tables read by row on demand (a `.spp`'s token embeddings), by value name.
     let lookupTables: [String: LookupSource]
 
-    public init(graph: Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:]) throws {
+    /// Constants a prepared kernel took over (packed or quantized weights): the
+    /// program no longer holds their values, so `graph` lacks them; here are
+    /// their types and shapes (for shape inference and counts).
+    public let releasedConstants: [String: (dtype: DType, shape: [Int])]
+
+    /// Parameters of the graph, the released constants included.
+    public var parameterCount: Int {
+        graph.parameterCount + releasedConstants.values.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
+
+    /// Prepares `graph` to run. Weights that prepared kernels take over are
+    /// dropped from it as they are prepared, so a caller that hands over its only
+    /// copy never holds both forms of all weights at once.
+    public init(graph: consuming Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:]) throws {
         try graph.verify(alsoDefined: Set(lookupTables.keys))
         self.lookupTables = lookupTables
-        self.graph = graph
         self.options = options
         var slots: [String: Int] = [:]
         func slot(_ name: String) -> Int {
@@ -67,18 +79,33 @@ public final class Program: @unchecked Sendable {
             slots[name] = slots.count
             return slots.count - 1
         }
-        constants = graph.initializers.sorted { $0.key < $1.key }.map { (slot($0.key), $0.value) }
+        // Readers of each value: a taken constant is dropped when its last reader has taken it.
+        var readers: [String: Int] = [:]
+        for name in graph.nodes.flatMap(\.inputs) + graph.outputs.map(\.name) where !name.isEmpty { readers[name, default: 0] += 1 }
+        var released: [String: (dtype: DType, shape: [Int])] = [:]
         inputSlots = graph.inputs.map { ($0, slot($0.name)) }
         var lastUse: [Int: Int] = [:]
         var pending: [(Node, KernelFunction, [Int?], [Int])] = []
         for (i, node) in graph.nodes.enumerated() {
-            let kernel = try lookupKernel(node, lookupTables) ?? Program.int8Kernel(node, graph.initializers, options)
-                ?? Program.packedAttentionKernel(node, graph.initializers) ?? Program.makeKernel(node)
-            let ins = node.inputs.map { $0.isEmpty || lookupTables[$0] != nil ? nil : slot($0) }
+            var kernel = try lookupKernel(node, lookupTables)
+            var taken: Set<Int> = []
+            if kernel == nil, let prepared = try Program.int8Kernel(node, graph.initializers, options) ?? Program.packedKernel(node, graph.initializers) {
+                kernel = prepared
+                taken = Set(Program.preparedInputs(node.op) ?? [])
+                for k in taken.sorted() {
+                    let name = node.inputs[k]
+                    readers[name, default: 1] -= 1
+                    if readers[name] == 0, let t = graph.initializers.removeValue(forKey: name) { released[name] = (t.dtype, t.shape) }
+                }
+            }
+            let ins = node.inputs.enumerated().map { k, name in name.isEmpty || lookupTables[name] != nil || taken.contains(k) ? nil : slot(name) }
             for s in ins.compactMap({ $0 }) { lastUse[s] = i }
-            pending.append((node, kernel, ins, node.outputs.map(slot)))
+            pending.append((node, try kernel ?? Program.makeKernel(node), ins, node.outputs.map(slot)))
         }
         outputSlots = graph.outputs.map { ($0.name, slot($0.name)) }
+        constants = graph.initializers.sorted { $0.key < $1.key }.map { (slot($0.key), $0.value) }
+        releasedConstants = released
+        self.graph = graph
         // Constants, graph inputs and outputs are never released.
         let pinned = Set(constants.map(\.slot) + inputSlots.map(\.slot) + outputSlots.map(\.slot))
         var releasesAt: [Int: [Int]] = [:]

@@ -45,7 +45,7 @@ struct Eval: ParsableCommand {
             }
             Report.progressDone()
             print(line)
-            print(String(format: "  params %@, %.1f s", Report.count(m.program.graph.parameterCount), Date().timeIntervalSince(start)))
+            print(String(format: "  params %@, %.1f s", Report.count(m.program.parameterCount), Date().timeIntervalSince(start)))
         }
     }
 }
