@@ -72,10 +72,21 @@ static inline float erf_approx(float x) {
 // Reductions in 16 independent lanes, so they vectorise without reassociation flags.
 #define LANES 16
 
+// Pairwise, so the compiler reduces a register in log2(LANES) shuffle steps.
 static inline float sum_lanes(const float *acc) {
-    float s = 0;
-    for (int k = 0; k < LANES; k++) s += acc[k];
-    return s;
+    float t[LANES];
+    for (int k = 0; k < LANES; k++) t[k] = acc[k];
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) t[k] += t[k + w];
+    return t[0];
+}
+
+static inline float max_lanes(const float *acc) {
+    float t[LANES];
+    for (int k = 0; k < LANES; k++) t[k] = acc[k];
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) t[k] = t[k + w] > t[k] ? t[k + w] : t[k];
+    return t[0];
 }
 
 SPP_CLONES void spp_gelu_erf(float *p, size_t n) {
@@ -94,25 +105,23 @@ SPP_CLONES void spp_gelu_tanh(float *p, size_t n) {
     }
 }
 
-SPP_CLONES void spp_softmax(float *p, const float *add, size_t n) {
-    if (n == 0) return;
+SPP_CLONES float spp_softmax_exp(float *p, const float *restrict add, size_t n) {
+    if (n == 0) return 0;
     if (add) for (size_t i = 0; i < n; i++) p[i] += add[i];
     size_t full = n & ~(size_t)(LANES - 1);
     float mx[LANES], acc[LANES] = {0};
     for (int k = 0; k < LANES; k++) mx[k] = -__builtin_inff();
     for (size_t i = 0; i < full; i += LANES)
         for (int k = 0; k < LANES; k++) mx[k] = p[i + k] > mx[k] ? p[i + k] : mx[k];
-    float m = -__builtin_inff();
-    for (int k = 0; k < LANES; k++) m = mx[k] > m ? mx[k] : m;
+    float m = max_lanes(mx);
     for (size_t i = full; i < n; i++) m = p[i] > m ? p[i] : m;
     // A row of only -∞ keys: every probability 0 rather than NaN.
-    if (m == -__builtin_inff()) { memset(p, 0, n * sizeof(float)); return; }
+    if (m == -__builtin_inff()) { memset(p, 0, n * sizeof(float)); return 0; }
     for (size_t i = 0; i < full; i += LANES)
         for (int k = 0; k < LANES; k++) { float e = exp_approx(p[i + k] - m); p[i + k] = e; acc[k] += e; }
     float s = sum_lanes(acc);
     for (size_t i = full; i < n; i++) { float e = exp_approx(p[i] - m); p[i] = e; s += e; }
-    float inv = 1.0f / s;
-    for (size_t i = 0; i < n; i++) p[i] *= inv;
+    return 1.0f / s;
 }
 
 SPP_CLONES void spp_layer_norm_row(const float *x, float *y, size_t n, const float *scale, const float *bias, float eps,

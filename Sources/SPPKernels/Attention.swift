@@ -71,6 +71,46 @@ public enum Attention {
         }
     }
 
+    /// The projection weights as the float32 kernel applies them, made once at
+    /// load (`Projection`s, packed for oneDNN's matmul primitive where it has
+    /// kernels): `[Wq | Wk | Wv]` as one layer, so one product fills the packed
+    /// q, k, v rows (one pass over the input instead of three, and one wide product
+    /// instead of three narrow ones where ranks are ragged), and Wo.
+    public struct PackedWeights: Sendable {
+        public let qkv: Projection
+        public let wo: Projection
+        public let bo: Tensor
+        public let qkWidth: Int, voWidth: Int
+
+        public var hidden: Int { wo.columns }
+
+        /// `pack` false: plain GEMMs (weights used once).
+        public init(_ w: Weights, _ p: Parameters, pack: Bool = true) throws {
+            let hidden = w.bo.count
+            try w.check(hidden: hidden, p)
+            let (weights, bias) = Self.concatenated(w, p)
+            qkv = try Projection(weights: weights, bias: bias, pack: pack)
+            wo = try Projection(weights: w.wo, bias: w.bo, pack: pack)
+            bo = w.bo.reshaped([hidden])
+            (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
+        }
+
+        /// `[Wq | Wk | Wv]` `[D, 2·Σqk + Σvo]` and `[bq | bk | bv]`.
+        static func concatenated(_ w: Weights, _ p: Parameters) -> (Tensor, Tensor) {
+            let hidden = w.bo.count, (qk, vo) = (p.qkWidth, p.voWidth)
+            let width = 2 * qk + vo
+            let packed = Tensor(dtype: .float32, shape: [hidden, width])
+            let bias = Tensor(dtype: .float32, shape: [width])
+            let dst = packed.pointer(as: Float.self), b = bias.pointer(as: Float.self)
+            for (weight, base, n) in [(w.wq, 0, qk), (w.wk, qk, qk), (w.wv, 2 * qk, vo)] where n > 0 {
+                let src = weight.pointer(as: Float.self)
+                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
+            }
+            for (t, base) in [(w.bq, 0), (w.bk, qk), (w.bv, 2 * qk)] { (b + base).update(from: t.pointer(as: Float.self), count: t.count) }
+            return (packed, bias)
+        }
+    }
+
     /// The projection weights in int8 (`QuantizedMatrix`), made once at load:
     /// `[Wq | Wk | Wv]` as one matrix, so one GEMM of the quantized input rows
     /// fills the packed q, k, v rows, and Wo. Activations are quantized to `range`.
@@ -88,19 +128,24 @@ public enum Attention {
         /// Quantizes float32 weights (per column, so each projection on its own).
         public init(_ w: Weights, _ p: Parameters, range: ActivationRange = .native) throws {
             try w.check(hidden: w.bo.count, p)
-            try self.init(wq: QuantizedMatrix(quantizing: w.wq), bq: w.bq, wk: QuantizedMatrix(quantizing: w.wk), bk: w.bk,
-                          wv: QuantizedMatrix(quantizing: w.wv), bv: w.bv, wo: QuantizedMatrix(quantizing: w.wo), bo: w.bo, p, range: range)
+            try self.init(wq: QuantizedMatrix.quantize(w.wq), bq: w.bq, wk: QuantizedMatrix.quantize(w.wk), bk: w.bk,
+                          wv: QuantizedMatrix.quantize(w.wv), bv: w.bv, wo: QuantizedMatrix(quantizing: w.wo), bo: w.bo, p, range: range)
         }
 
-        /// From projections already in int8 (a file that stores them so): packing
-        /// keeps each one's column scales.
-        public init(wq: QuantizedMatrix, bq: Tensor, wk: QuantizedMatrix, bk: Tensor, wv: QuantizedMatrix, bv: Tensor,
-                    wo: QuantizedMatrix, bo: Tensor, _ p: Parameters, range: ActivationRange = .native) throws {
+        /// From projections already in int8, each `values [D, n]` with its column
+        /// `scales [n]` (a file that stores them so, or `QuantizedMatrix.quantize`):
+        /// `[Wq | Wk | Wv]` keeps each one's scales and is packed once.
+        public init(wq: (values: Tensor, scales: Tensor), bq: Tensor, wk: (values: Tensor, scales: Tensor), bk: Tensor,
+                    wv: (values: Tensor, scales: Tensor), bv: Tensor, wo: QuantizedMatrix, bo: Tensor, _ p: Parameters,
+                    range: ActivationRange = .native) throws {
             let hidden = bo.count
             let (qk, vo) = (p.qkWidth, p.voWidth)
-            for (what, m, shape) in [("Wq", wq, [hidden, qk]), ("Wk", wk, [hidden, qk]), ("Wv", wv, [hidden, vo]), ("Wo", wo, [vo, hidden])]
-                where m.values.shape != shape {
-                throw KernelError.shapeMismatch("spp.Attention int8 \(what) is \(Tensor.describe(m.values.shape)), expected \(Tensor.describe(shape))")
+            for (what, m, n) in [("Wq", wq, qk), ("Wk", wk, qk), ("Wv", wv, vo)]
+                where m.values.dtype != .int8 || m.values.shape != [hidden, n] || m.scales.dtype != .float32 || m.scales.count != n {
+                throw KernelError.shapeMismatch("spp.Attention int8 \(what) is \(m.values.dtype) \(Tensor.describe(m.values.shape)) with \(m.scales.count) scales, expected int8 [\(hidden), \(n)]")
+            }
+            guard wo.values.shape == [vo, hidden] else {
+                throw KernelError.shapeMismatch("spp.Attention int8 Wo is \(Tensor.describe(wo.values.shape)), expected [\(vo), \(hidden)]")
             }
             for (what, t, n) in [("bq", bq, qk), ("bk", bk, qk), ("bv", bv, vo), ("bo", bo, hidden)] where t.dtype != .float32 || t.count != n {
                 throw KernelError.shapeMismatch("spp.Attention \(what) is \(t.dtype) \(Tensor.describe(t.shape)), expected float32 [\(n)]")
@@ -109,8 +154,8 @@ public enum Attention {
             let packed = Tensor(dtype: .int8, shape: [hidden, width])
             let scales = Tensor(dtype: .float32, shape: [width]), bias = Tensor(dtype: .float32, shape: [width])
             let dst = packed.pointer(as: Int8.self), s = scales.pointer(as: Float.self), b = bias.pointer(as: Float.self)
-            for (m, t, base) in [(wq, bq, 0), (wk, bk, qk), (wv, bv, 2 * qk)] where m.columns > 0 {
-                let (n, src) = (m.columns, m.values.pointer(as: Int8.self))
+            for (m, t, base, n) in [(wq, bq, 0, qk), (wk, bk, qk, qk), (wv, bv, 2 * qk, vo)] where n > 0 {
+                let src = m.values.pointer(as: Int8.self)
                 for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
                 (s + base).update(from: m.scales.pointer(as: Float.self), count: n)
                 (b + base).update(from: t.pointer(as: Float.self), count: n)
@@ -149,6 +194,13 @@ public enum Attention {
             let target = [batch, heads, seq, seq]
             self.mask = try mask.map { try Term($0, target: target, what: "mask") }
             self.bias = try bias.map { try Term($0, target: target, what: "bias") }
+        }
+
+        /// Prepared weights (packed or int8) must fit the input and the ranks.
+        func check(hidden: Int, qkWidth: Int, voWidth: Int, _ shape: [Int]) throws {
+            guard self.hidden == hidden, self.qkWidth == qkWidth, self.voWidth == voWidth else {
+                throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(shape)) with ranks \(self.qkWidth) / \(self.voWidth) does not fit weights for hidden size \(hidden) and ranks \(qkWidth) / \(voWidth)")
+            }
         }
     }
 
@@ -203,24 +255,21 @@ public enum Attention {
         }
     }
 
-    /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`.
+    /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`. A caller that runs
+    /// the same weights more than once prepares them itself, once (`PackedWeights`).
     public static func run(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
+        try run(x, PackedWeights(w, p, pack: false), mask: mask, bias: bias, p)
+    }
+
+    /// Runs the block on `x [B, S, D]` with prepared float32 weights.
+    public static func run(_ x: Tensor, _ w: PackedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
         let g = try Geometry(x, mask: mask, bias: bias, p)
-        try w.check(hidden: g.hidden, p)
-        let rows = g.batch * g.seq, hidden = g.hidden
-        let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
-        return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
-            Linear.fillRows(qkv, rows: rows, ld: width, with: w.bq.pointer(as: Float.self), count: g.qkWidth)
-            Linear.fillRows(qkv + g.qkWidth, rows: rows, ld: width, with: w.bk.pointer(as: Float.self), count: g.qkWidth)
-            Linear.fillRows(qkv + 2 * g.qkWidth, rows: rows, ld: width, with: w.bv.pointer(as: Float.self), count: g.voWidth)
-            for (weight, base, n) in [(w.wq, 0, g.qkWidth), (w.wk, g.qkWidth, g.qkWidth), (w.wv, 2 * g.qkWidth, g.voWidth)] {
-                Linear.sgemm(transA: false, transB: false, m: rows, n: n, k: hidden, alpha: 1, a: px, lda: hidden,
-                             b: weight.pointer(as: Float.self), ldb: max(n, 1), beta: 1, c: qkv + base, ldc: width)
-            }
+        try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
+        let rows = g.batch * g.seq
+        return try attend(g, p, shape: x.shape, bo: w.bo.pointer(as: Float.self), project: { qkv, _ in
+            try w.qkv.apply(x.pointer(as: Float.self), rows: rows, into: qkv)
         }, output: { ctx, po in
-            Linear.fillRows(po, rows: rows, ld: hidden, with: bo, count: hidden)
-            Linear.sgemm(transA: false, transB: false, m: rows, n: hidden, k: g.voWidth, alpha: 1, a: ctx, lda: g.voWidth,
-                         b: w.wo.pointer(as: Float.self), ldb: hidden, beta: 1, c: po, ldc: hidden)
+            try w.wo.apply(ctx, rows: rows, into: po)
         })
     }
 
@@ -229,12 +278,10 @@ public enum Attention {
     /// softmax and the context products stay in float32.
     public static func run(_ x: Tensor, _ w: QuantizedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
         let g = try Geometry(x, mask: mask, bias: bias, p)
-        guard g.hidden == w.hidden, g.qkWidth == w.qkWidth, g.voWidth == w.voWidth else {
-            throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(x.shape)) with ranks \(p.qkWidth) / \(p.voWidth) does not fit int8 weights for hidden size \(w.hidden) and ranks \(w.qkWidth) / \(w.voWidth)")
-        }
+        try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
         let rows = g.batch * g.seq, hidden = g.hidden
         let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
-        return attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
+        return try attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
             Linear.int8Gemm(m: rows, a: px, lda: hidden, w: w.qkv, bias: w.qkvBias.pointer(as: Float.self), c: qkv, ldc: width, range: w.range)
         }, output: { ctx, po in
             Linear.int8Gemm(m: rows, a: ctx, lda: g.voWidth, w: w.wo, bias: bo, c: po, ldc: hidden, range: w.range)
@@ -245,8 +292,8 @@ public enum Attention {
     /// rows `[B·S, Σqk | Σqk | Σvo]` (biases included); `output(ctx, out)` writes
     /// `ctx · Wo + bo` into the output rows.
     static func attend(_ g: Geometry, _ p: Parameters, shape: [Int], bo: UnsafePointer<Float>,
-                       project: (UnsafeMutablePointer<Float>, Int) -> Void,
-                       output: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+                       project: (UnsafeMutablePointer<Float>, Int) throws -> Void,
+                       output: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) throws -> Void) rethrows -> Tensor {
         let (batch, seq, hidden) = (g.batch, g.seq, g.hidden)
         let rows = batch * seq
         let out = Tensor(dtype: .float32, shape: shape)
@@ -261,7 +308,7 @@ public enum Attention {
         let kBase = g.qkWidth, vBase = 2 * g.qkWidth
         let qkv = UnsafeMutablePointer<Float>.allocate(capacity: rows * width)
         defer { qkv.deallocate() }
-        project(qkv, width)
+        try project(qkv, width)
 
         let ctx = UnsafeMutablePointer<Float>.allocate(capacity: rows * g.voWidth)
         defer { ctx.deallocate() }
@@ -269,6 +316,10 @@ public enum Attention {
         let square = seq * seq
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * square, 1))
         defer { scores.deallocate() }
+        // 1 / Σ e of each score row: the softmax divides the context rows (vo rank
+        // values each) instead of the probabilities (seq values each).
+        let inverseSums = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * seq, 1))
+        defer { inverseSums.deallocate() }
         // With at least as many heads as threads, threads take whole heads (scores,
         // softmax, context: one fork and join per batch row, each GEMM on one thread),
         // once there are ~64K multiply-adds per thread. With fewer heads the GEMMs
@@ -292,14 +343,16 @@ public enum Attention {
             let mask = g.mask.flatMap { $0.isZero(batch: b, keys: seq) ? nil : $0 }
             func softmax(_ r: Int) {
                 let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
-                softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
-                           mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
+                inverseSums[r] = softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
+                                            mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
             }
             func contextOf(_ slot: Int) {
-                let h = active[slot]
-                Linear.sgemm(transA: false, transB: false, m: seq, n: p.voRanks[h], k: seq, alpha: 1,
+                let h = active[slot], rank = p.voRanks[h]
+                let rows = ctx + b * seq * g.voWidth + g.voOffsets[h]
+                Linear.sgemm(transA: false, transB: false, m: seq, n: rank, k: seq, alpha: 1,
                              a: scores + slot * square, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
-                             beta: 0, c: ctx + b * seq * g.voWidth + g.voOffsets[h], ldc: g.voWidth, threads: gemmThreads)
+                             beta: 0, c: rows, ldc: g.voWidth, threads: gemmThreads)
+                for i in 0..<seq { spp_binary_scalar(2, rows + i * g.voWidth, inverseSums[slot * seq + i], rows + i * g.voWidth, rank) }
             }
             if byHead {
                 Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 16) / perHead)) { slots in
@@ -317,24 +370,27 @@ public enum Attention {
                 for slot in active.indices { contextOf(slot) }
             }
         }
-        output(ctx, po)
+        try output(ctx, po)
         return out
     }
 
-    /// Adds the terms to the first `count` scores of a row, then turns the row
-    /// into probabilities; the keys from `count` on (causal) get 0.
+    /// Adds the terms to the first `count` scores of a row, then turns the row into
+    /// e^(score − max) and returns 1 / their sum (`spp_softmax_exp`); the keys
+    /// from `count` on (causal) get 0.
     @inline(__always)
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int, stride: Int,
-                           mask: Term?, bias: Term?, b: Int, h: Int, i: Int) {
+                           mask: Term?, bias: Term?, b: Int, h: Int, i: Int) -> Float {
         // One term with contiguous keys is added inside the softmax's first pass.
+        let inverse: Float
         if bias == nil, let mask, let terms = mask.contiguousRow(b, h, i) {
-            spp_softmax(row, terms, count)
+            inverse = spp_softmax_exp(row, terms, count)
         } else {
             mask?.add(to: row, count: count, b, h, i)
             bias?.add(to: row, count: count, b, h, i)
-            spp_softmax(row, nil, count)
+            inverse = spp_softmax_exp(row, nil, count)
         }
         if count < stride { (row + count).update(repeating: 0, count: stride - count) }
+        return inverse
     }
 
     /// The reference: the contract computed from its definition with loops in

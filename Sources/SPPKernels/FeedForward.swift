@@ -29,22 +29,41 @@ public enum FeedForward {
         return (d == 0 ? 0 : x.count / d, d, f)
     }
 
+    /// Runs the block on `x [..., D]`. A caller that runs the same weights more
+    /// than once prepares them itself, once (`PackedWeights`).
     public static func run(_ x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation) throws -> Tensor {
-        let (rows, d, f) = try geometry(x, w1, b1, w2, b2)
-        let out = Tensor(dtype: .float32, shape: x.shape)
-        let po = out.pointer(as: Float.self)
-        Linear.fillRows(po, rows: rows, ld: d, with: b2.pointer(as: Float.self), count: d)
-        if rows == 0 || f == 0 { return out }
-        let hidden = UnsafeMutablePointer<Float>.allocate(capacity: rows * f)
-        defer { hidden.deallocate() }
-        Linear.fillRows(hidden, rows: rows, ld: f, with: b1.pointer(as: Float.self), count: f)
-        Linear.sgemm(transA: false, transB: false, m: rows, n: f, k: d, alpha: 1, a: x.pointer(as: Float.self), lda: max(d, 1),
-                     b: w1.pointer(as: Float.self), ldb: f, beta: 1, c: hidden, ldc: f)
-        Parallel.forEachChunk(rows * f, minimumChunk: 1 << 14) { range in
-            apply(activation, hidden + range.lowerBound, count: range.count)
+        try run(x, PackedWeights(w1: w1, b1: b1, w2: w2, b2: b2, activation: activation, pack: false))
+    }
+
+    /// W1 with b1 and the activation, and W2 with b2, as `Projection`s made once at
+    /// load (packed for oneDNN's matmul primitive, bias and activation fused, where
+    /// it has kernels).
+    public struct PackedWeights: Sendable {
+        public let w1: Projection, w2: Projection
+
+        /// `pack` false: plain GEMMs (weights used once).
+        public init(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation, pack: Bool = true) throws {
+            let d = w1.rank == 2 ? w1.shape[0] : 0
+            _ = try geometry(Tensor(dtype: .float32, shape: [0, d]), w1, b1, w2, b2)
+            self.w1 = try Projection(weights: w1, bias: b1, activation: activation, pack: pack)
+            self.w2 = try Projection(weights: w2, bias: b2, pack: pack)
         }
-        Linear.sgemm(transA: false, transB: false, m: rows, n: d, k: f, alpha: 1, a: hidden, lda: f,
-                     b: w2.pointer(as: Float.self), ldb: max(d, 1), beta: 1, c: po, ldc: max(d, 1))
+    }
+
+    /// Runs the block on `x [..., D]` with prepared weights: two products, the
+    /// first into a `[rows, F]` buffer.
+    public static func run(_ x: Tensor, _ w: PackedWeights) throws -> Tensor {
+        guard x.dtype == .float32 else { throw KernelError.unsupportedDType(x.dtype, reason: "spp.FeedForward runs in float32") }
+        let (d, f) = (w.w1.rows, w.w1.columns)
+        guard x.rank >= 1, x.shape[x.rank - 1] == d else {
+            throw KernelError.shapeMismatch("spp.FeedForward input \(Tensor.describe(x.shape)) does not end in the \(d) rows of its W1")
+        }
+        let rows = d == 0 ? 0 : x.count / d
+        let out = Tensor(dtype: .float32, shape: x.shape)
+        let hidden = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * f, 1))
+        defer { hidden.deallocate() }
+        try w.w1.apply(x.pointer(as: Float.self), rows: rows, into: hidden)
+        try w.w2.apply(hidden, rows: rows, into: out.pointer(as: Float.self))
         return out
     }
 

@@ -67,9 +67,11 @@ extension Linear {
     /// the float32 GEMMs use beta = 1); else it is overwritten. `epilogue` runs on
     /// each finished piece of a row (pointer, count), while it is in cache: an activation.
     ///
-    /// Threads take blocks of W's columns: each multiplies all rows by its block
-    /// on one thread and finishes its block, so the whole product is one fork and
-    /// join, and a short A (few tokens) still splits evenly (oneDNN's own
+    /// With packed weights (`PackedMatrix`) one oneDNN matmul on all threads
+    /// makes the int32 products, then threads take blocks of columns to finish them.
+    /// Otherwise threads take blocks of W's columns: each multiplies all rows by its
+    /// block on one thread and finishes its block, so the whole product is one fork
+    /// and join, and a short A (few tokens) still splits evenly (oneDNN's GEMM
     /// threading splits a short M poorly).
     public static func int8Gemm(m: Int, a: UnsafePointer<Float>, lda: Int, w: QuantizedMatrix,
                                 bias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
@@ -82,12 +84,15 @@ extension Linear {
         let acc = UnsafeMutablePointer<Int32>.allocate(capacity: m * n)
         defer { acc.deallocate() }
         let (rs, rz, cs, sums) = (q.scales, q.zeros, w.scales.pointer(as: Float.self), w.columnSums.pointer(as: Int32.self))
-        // Blocks of 16 columns (one AVX-512 register of int32), at least ~2M multiply-adds per thread.
+        let multiplied = w.packed?.multiply(q.values, m: m, acc, threads: kernelThreads) ?? false
+        // Blocks of 16 columns (one AVX-512 register of int32), at least ~2M multiply-adds
+        // per thread — or, products made, ~16K results to finish.
         let units = (n + 15) / 16
-        Parallel.forEachChunk(units, minimumChunk: max(1, (1 << 21) / max(m * k * 16, 1))) { u in
+        let work = multiplied ? m * 16 : m * k * 16
+        Parallel.forEachChunk(units, minimumChunk: max(1, (multiplied ? 1 << 14 : 1 << 21) / max(work, 1))) { u in
             let columns = (u.lowerBound * 16)..<min(n, u.upperBound * 16)
             let c0 = columns.lowerBound
-            int8Product(q, w, acc, columns: columns, threads: 1)
+            if !multiplied { int8Product(q, w, acc, columns: columns, threads: 1) }
             spp_dequantize_rows(acc + c0, n, m, columns.count, rs, rz, cs + c0, sums + c0, bias.map { $0 + c0 },
                                 accumulate ? 1 : 0, c + c0, ldc)
             if let epilogue { for r in 0..<m { epilogue(c + r * ldc + c0, columns.count) } }

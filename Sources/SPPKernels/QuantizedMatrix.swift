@@ -15,6 +15,11 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// int32 `[N]`: `Σ_k values[k, c]`, what the activations' zero points multiply
     /// (`Σ_k (q − z) w = Σ_k q w − z Σ_k w`).
     public let columnSums: Tensor
+    /// The values in the layout of oneDNN's matmul primitive, where that is faster.
+    let packed: PackedMatrix?
+
+    /// Bytes held: values, scales, column sums and the packed copy.
+    public var byteCount: Int { values.byteCount + scales.byteCount + columnSums.byteCount + (packed?.byteCount ?? 0) }
 
     public var rows: Int { values.shape[0] }
     public var columns: Int { values.shape[1] }
@@ -25,6 +30,13 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// Quantizes a float32 `[K, N]` matrix per column; `scale` multiplies every
     /// column scale (a Gemm's alpha folds in here).
     public init(quantizing w: Tensor, scale: Float = 1) throws {
+        let (values, scales) = try Self.quantize(w, scale: scale)
+        try self.init(values: values, scales: scales)
+    }
+
+    /// The int8 values `[K, N]` and column scales `[N]` of a float32 matrix, as
+    /// `init(quantizing:)` makes them (for parts packed together later).
+    public static func quantize(_ w: Tensor, scale: Float = 1) throws -> (values: Tensor, scales: Tensor) {
         guard w.dtype == .float32 else { throw KernelError.unsupportedDType(w.dtype, reason: "int8 weights are quantized from float32") }
         guard w.rank == 2 else { throw KernelError.shapeMismatch("int8 weights must be a matrix, got \(Tensor.describe(w.shape))") }
         let (k, n) = (w.shape[0], w.shape[1])
@@ -49,7 +61,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
             }
         }
         for c in 0..<n { s[c] *= scale }
-        try self.init(values: values, scales: scales)
+        return (values, scales)
     }
 
     /// From int8 values `[K, N]` and float32 scales `[N]` (values −128 is not
@@ -69,6 +81,7 @@ public struct QuantizedMatrix: @unchecked Sendable {
         self.values = values
         self.scales = scales
         columnSums = sums
+        packed = PackedMatrix(values)
     }
 
     /// The float32 matrix these values stand for: `scales[c] · values[k, c]`.

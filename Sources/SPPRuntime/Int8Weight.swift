@@ -28,16 +28,16 @@ public struct Int8Weight: @unchecked Sendable {
     /// The float32 value.
     public func dequantized() -> Tensor { Precision.dequantized(values, scales: scales) }
 
-    /// The matrix `[K, N]` the int8 GEMM reads, with a scale per output column `N`:
-    /// the values as they are, or transposed when the graph's tensor is the
+    /// The values `[K, N]` the int8 GEMM reads, with their scales per output
+    /// column `[N]`: as stored, or transposed when the graph's tensor is the
     /// product's `[N, K]` (a Gemm's B with transB). `scale` multiplies every
-    /// column scale. Nil when the scales do not run along the outputs.
-    func matrix(transposed: Bool, scale: Float) throws -> QuantizedMatrix? {
+    /// scale. Nil when the scales do not run along the outputs or the inner size
+    /// could overflow int32 sums.
+    func parts(transposed: Bool, scale: Float) throws -> (values: Tensor, scales: Tensor)? {
         guard perRow == transposed else { return nil }
         let v = transposed ? try DataMovement.transpose(values, perm: [1, 0]) : values
         guard v.shape[0] <= QuantizedMatrix.maximumRows else { return nil }
-        var s = scales.reshaped([v.shape[1]])
-        if scale != 1 { s = Tensor(s.floats.map { $0 * scale }, shape: s.shape) }
-        return try QuantizedMatrix(values: v, scales: s)
+        let s = scales.reshaped([v.shape[1]])
+        return (v, scale == 1 ? s : Tensor(s.floats.map { $0 * scale }, shape: s.shape))
     }
 }

@@ -2,57 +2,51 @@ import SPPCore
 import SPPGraph
 import SPPKernels
 
-/// The constants int8 kernels are built from, and what each takes over: a kernel
-/// asks for a GEMM weight as an int8 matrix — the one the file stored
-/// (`Int8Weight`, no float32 copy ever made) or the float32 constant quantized
-/// here — and for float32 constants such as biases. What a kernel took, only it
-/// holds: `Program` does not keep a float32 copy of it.
-final class KernelWeights {
+/// What one node's int8 kernel is built from: a GEMM weight comes as int8 —
+/// the one the file stored (`Int8Weight`, no float32 copy ever made) or the
+/// float32 constant quantized here — and biases as float32 constants. Counts
+/// the bytes the kernel will hold.
+struct KernelWeights {
     let constants: [String: Tensor]
     let int8: [String: Int8Weight]
-    /// Value names the current node's kernel asked for, and the bytes it holds.
-    private(set) var taken: Set<String> = []
-    private(set) var takenBytes = 0
+    /// Bytes of what the kernel holds, as counted by `hold` and `constant`.
+    private(set) var heldBytes = 0
 
     init(constants: [String: Tensor], int8: [String: Int8Weight]) {
         self.constants = constants
         self.int8 = int8
     }
 
-    /// Starts a node: forgets what the previous one asked for.
-    func startNode() {
-        taken = []
-        takenBytes = 0
+    /// Input `i` of `node` as int8 values `[K, N]` of a product with `N` outputs
+    /// and their column scales `[N]`; `transposed`: the graph's tensor is `[N, K]`
+    /// (a Gemm's B with transB). `scale` multiplies every column scale. Nil when
+    /// the input is not a constant matrix, its inner size could overflow int32
+    /// sums, or stored scales do not run along the outputs.
+    func parts(_ node: Node, _ i: Int, transposed: Bool = false, scale: Float = 1) throws -> (values: Tensor, scales: Tensor)? {
+        guard let name = node.input(i) else { return nil }
+        if let w = int8[name] { return try w.parts(transposed: transposed, scale: scale) }
+        guard let t = constants[name], t.dtype == .float32, t.rank == 2,
+              (transposed ? t.shape[1] : t.shape[0]) <= QuantizedMatrix.maximumRows else { return nil }
+        return try QuantizedMatrix.quantize(transposed ? try DataMovement.transpose(t, perm: [1, 0]) : t, scale: scale)
     }
 
-    /// Input `i` of `node` as the int8 matrix `[K, N]` of a product with `N`
-    /// outputs; `transposed`: the graph's tensor is `[N, K]` (a Gemm's B with
-    /// transB). `scale` multiplies every column scale. Nil when the input is not
-    /// a constant matrix, its inner size could overflow int32 sums, or stored
-    /// int8 scales do not run along the outputs.
-    func matrix(_ node: Node, _ i: Int, transposed: Bool = false, scale: Float = 1) throws -> QuantizedMatrix? {
-        guard let name = node.input(i) else { return nil }
-        let m: QuantizedMatrix
-        if let w = int8[name] {
-            guard let stored = try w.matrix(transposed: transposed, scale: scale) else { return nil }
-            m = stored
-        } else if let t = constants[name], t.dtype == .float32, t.rank == 2 {
-            let b = transposed ? try DataMovement.transpose(t, perm: [1, 0]) : t
-            guard b.shape[0] <= QuantizedMatrix.maximumRows else { return nil }
-            m = try QuantizedMatrix(quantizing: b, scale: scale)
-        } else {
-            return nil
-        }
-        taken.insert(name)
-        takenBytes += m.values.byteCount + m.scales.byteCount + m.columnSums.byteCount
+    /// `parts` as the matrix the int8 GEMM reads.
+    mutating func matrix(_ node: Node, _ i: Int, transposed: Bool = false, scale: Float = 1) throws -> QuantizedMatrix? {
+        guard let p = try parts(node, i, transposed: transposed, scale: scale) else { return nil }
+        return hold(try QuantizedMatrix(values: p.values, scales: p.scales))
+    }
+
+    /// Counts a matrix the kernel keeps.
+    @discardableResult
+    mutating func hold(_ m: QuantizedMatrix) -> QuantizedMatrix {
+        heldBytes += m.byteCount
         return m
     }
 
     /// Input `i` of `node` if it is a float32 constant.
-    func constant(_ node: Node, _ i: Int) -> Tensor? {
+    mutating func constant(_ node: Node, _ i: Int) -> Tensor? {
         guard let name = node.input(i), let t = constants[name], t.dtype == .float32 else { return nil }
-        taken.insert(name)
-        takenBytes += t.byteCount
+        heldBytes += t.byteCount
         return t
     }
 }

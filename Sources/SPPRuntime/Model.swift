@@ -65,11 +65,17 @@ public final class Model: @unchecked Sendable {
     /// The program and what loading it read; the loaded graph is released on return.
     private static func build(_ reader: SPPReader, keep: Double, repair: Bool, options: RuntimeOptions) throws
         -> (Program, [LookupSource], Int, Int, [(stage: String, seconds: Double)]) {
-        let loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.threads)
+        var loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.threads)
         var clock = StageClock()
         let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
-        let program = try Program(graph: loaded.graph, options: options, lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }),
-                                  int8Weights: loaded.int8Weights)
+        // The program gets the only copy of the graph, so that it can drop each weight a kernel takes over.
+        var graph = Graph(inputs: [], outputs: [], initializers: [:], nodes: [])
+        swap(&graph, &loaded.graph)
+        let int8Weights = loaded.int8Weights
+        loaded.int8Weights = [:]
+        let program = try Program(graph: consume graph, options: options,
+                                  lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                                  int8Weights: int8Weights)
         clock.lap("program")
         return (program, tables, loaded.bytesRead, loaded.bytesDecoded, loaded.stages + clock.stages)
     }

@@ -8,25 +8,23 @@ extension Program {
     /// (`KernelWeights`); the kernel holds them. Nil (the float32 kernel is used)
     /// for other nodes, weights computed at run time, a Gemm with transA, and
     /// inner sizes int32 sums could overflow.
-    static func int8Kernel(_ node: Node, _ weights: KernelWeights, _ options: RuntimeOptions) throws -> KernelFunction? {
+    static func int8Kernel(_ node: Node, _ weights: inout KernelWeights, _ options: RuntimeOptions) throws -> KernelFunction? {
         guard options.weights == .int8 else { return nil }
         let range = options.activationRange ?? .native
         func constant(_ i: Int) -> Tensor? { weights.constant(node, i) }
         func matrix(_ i: Int) throws -> QuantizedMatrix? { try weights.matrix(node, i) }
-        func required(_ args: [Tensor?], _ i: Int) throws -> Tensor {
-            guard i < args.count, let t = args[i] else { throw KernelError.invalidArgument("required input \(i) is missing") }
-            return t
-        }
         do {
             switch node.op {
             case .attention:
                 typealias In = AttentionAttributes.Input
                 guard let bq = constant(In.bq.rawValue), let bk = constant(In.bk.rawValue), let bv = constant(In.bv.rawValue),
-                      let bo = constant(In.bo.rawValue), let wq = try matrix(In.wq.rawValue), let wk = try matrix(In.wk.rawValue),
-                      let wv = try matrix(In.wv.rawValue), let wo = try matrix(In.wo.rawValue) else { return nil }
+                      let bo = constant(In.bo.rawValue), let wq = try weights.parts(node, In.wq.rawValue),
+                      let wk = try weights.parts(node, In.wk.rawValue), let wv = try weights.parts(node, In.wv.rawValue),
+                      let wo = try matrix(In.wo.rawValue) else { return nil }
                 let a = try node.attentionAttributes()
                 let p = Attention.Parameters(qkRanks: a.qkRanks, voRanks: a.voRanks, scale: a.scale, causal: a.causal)
                 let w = try Attention.QuantizedWeights(wq: wq, bq: bq, wk: wk, bk: bk, wv: wv, bv: bv, wo: wo, bo: bo, p, range: range)
+                weights.hold(w.qkv)
                 return { args in
                     func optional(_ i: In) -> Tensor? { i.rawValue < args.count ? args[i.rawValue] : nil }
                     return [try Attention.run(try required(args, In.x.rawValue), w, mask: optional(.mask), bias: optional(.bias), p)]

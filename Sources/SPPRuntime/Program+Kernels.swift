@@ -7,12 +7,6 @@ extension Program {
     /// Chooses the kernel for a node and reads its attributes once, so that a bad
     /// attribute is reported when the model is loaded rather than when it runs.
     static func makeKernel(_ node: Node) throws -> KernelFunction {
-        func required(_ args: [Tensor?], _ i: Int) throws -> Tensor {
-            guard i < args.count, let t = args[i] else {
-                throw KernelError.invalidArgument("required input \(i) is missing")
-            }
-            return t
-        }
         func integers(_ t: Tensor, _ what: String) throws -> [Int] {
             guard let v = t.integers else { throw KernelError.unsupportedDType(t.dtype, reason: "\(what) must be integers") }
             return v
@@ -284,6 +278,58 @@ extension Program {
 }
 
 extension Program {
+    /// The float32 kernel of an `spp.Attention` or `spp.FeedForward` node whose
+    /// weights are constants: they are prepared here, once (`Attention.PackedWeights`,
+    /// `FeedForward.PackedWeights`). Nil for other nodes, which get `makeKernel`'s.
+    static func packedKernel(_ node: Node, _ constants: [String: Tensor]) throws -> KernelFunction? {
+        guard let inputs = preparedInputs(node.op) else { return nil }
+        let weights = inputs.compactMap { node.input($0).flatMap { constants[$0] } }
+        guard weights.count == inputs.count, weights.allSatisfy({ $0.dtype == .float32 }) else { return nil }
+        do {
+            switch node.op {
+            case .attention:
+                typealias In = AttentionAttributes.Input
+                let a = try node.attentionAttributes()
+                let p = Attention.Parameters(qkRanks: a.qkRanks, voRanks: a.voRanks, scale: a.scale, causal: a.causal)
+                let packed = try Attention.PackedWeights(Attention.Weights(wq: weights[0], bq: weights[1], wk: weights[2], bk: weights[3],
+                                                                           wv: weights[4], bv: weights[5], wo: weights[6], bo: weights[7]), p)
+                return { args in
+                    func optional(_ i: In) -> Tensor? { i.rawValue < args.count ? args[i.rawValue] : nil }
+                    return [try Attention.run(try required(args, In.x.rawValue), packed, mask: optional(.mask), bias: optional(.bias), p)]
+                }
+            case .feedForward:
+                let packed = try FeedForward.PackedWeights(w1: weights[0], b1: weights[1], w2: weights[2], b2: weights[3],
+                                                           activation: try feedForwardActivation(node))
+                return { args in [try FeedForward.run(try required(args, 0), packed)] }
+            default:
+                return nil
+            }
+        } catch let e as KernelError {
+            throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: e.description)
+        }
+    }
+
+    /// The inputs a prepared kernel (`packedKernel`, `int8Kernel`) takes over when
+    /// they are constants: it holds them in its own form and never reads them from
+    /// the run's values. Nil for ops without one.
+    static func preparedInputs(_ op: OpType) -> [Int]? {
+        typealias In = AttentionAttributes.Input
+        switch op {
+        case .attention: return [In.wq, .bq, .wk, .bk, .wv, .bv, .wo, .bo].map(\.rawValue)
+        case .feedForward: return [1, 2, 3, 4]
+        case .matMul, .gemm: return [1]
+        default: return nil
+        }
+    }
+
+    /// Input `i` of a kernel's arguments, which the node must have.
+    static func required(_ args: [Tensor?], _ i: Int) throws -> Tensor {
+        guard i < args.count, let t = args[i] else {
+            throw KernelError.invalidArgument("required input \(i) is missing")
+        }
+        return t
+    }
+
     /// The kernel's activation of an `spp.FeedForward` node.
     static func feedForwardActivation(_ node: Node) throws -> FeedForward.Activation {
         switch try node.feedForwardActivation() {

@@ -65,70 +65,89 @@ public final class Program: @unchecked Sendable {
     /// Tables read by row on demand (a `.spp`'s token embeddings), by value name.
     let lookupTables: [String: LookupSource]
 
-    /// Shapes of the weights only int8 kernels hold (they are not among `graph`'s
-    /// initializers): with the graph, what counts parameters and FLOPs.
-    public let int8WeightShapes: [String: [Int]]
-    /// Bytes of the weights the program holds: its float32 constants and what
-    /// its int8 kernels took (int8 values, scales, column sums, biases).
+    /// Constants a prepared kernel took over (packed or quantized weights), and
+    /// weights a file stores in int8 that int8 kernels took as they are: the
+    /// program does not hold them as values, so `graph` lacks them; here are the
+    /// types and shapes of their values (for shape inference and counts).
+    public let releasedConstants: [String: (dtype: DType, shape: [Int])]
+
+    /// Bytes of the weights the program holds: its constants, and in the form
+    /// prepared kernels keep them what they took (int8 values, packed copies,
+    /// scales and column sums; a packed float32 layer counted as the weights it
+    /// replaced).
     public let weightBytes: Int
 
+    /// Parameters of the graph, the released constants included.
+    public var parameterCount: Int {
+        graph.parameterCount + releasedConstants.values.filter { $0.dtype.isFloatingPoint }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
+
+    /// Prepares `graph` to run. Weights that prepared kernels take over are
+    /// dropped from it as they are prepared, so a caller that hands over its only
+    /// copy never holds both forms of all weights at once.
+    ///
     /// `int8Weights`: GEMM weights a file stores in int8 (`PathLoader`), which the
     /// graph's initializers lack. Int8 kernels take them as they are; a node that
     /// runs in float32 gets them dequantized.
-    public init(graph: Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:],
+    public init(graph: consuming Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:],
                 int8Weights: [String: Int8Weight] = [:]) throws {
         try graph.verify(alsoDefined: Set(lookupTables.keys).union(int8Weights.keys))
         self.lookupTables = lookupTables
         self.options = options
-        var initializers = graph.initializers
-        let weights = KernelWeights(constants: initializers, int8: int8Weights)
-        var kernels: [KernelFunction] = []
-        var taken: [Set<String>] = []
-        var takenBytes = 0
-        for node in graph.nodes {
-            weights.startNode()
-            if let kernel = try lookupKernel(node, lookupTables) ?? Program.int8Kernel(node, weights, options) {
-                kernels.append(kernel)
-                taken.append(weights.taken)
-                takenBytes += weights.takenBytes
-                continue
-            }
-            for name in node.inputs where initializers[name] == nil {
-                if let w = int8Weights[name] { initializers[name] = w.dequantized() }
-            }
-            kernels.append(try Program.makeKernel(node))
-            taken.append([])
-        }
-        // A constant stays only if a float32 kernel or the caller can read it: what int8
-        // kernels took over is theirs alone (a float32 copy would double the weights in memory).
-        var needed = Set(graph.outputs.map(\.name))
-        for (node, took) in zip(graph.nodes, taken) { needed.formUnion(node.inputs.filter { !took.contains($0) }) }
-        initializers = initializers.filter { needed.contains($0.key) }
-        var heldOnlyInt8: [String: [Int]] = [:]
-        for name in taken.reduce(into: Set<String>(), { $0.formUnion($1) }) where initializers[name] == nil {
-            heldOnlyInt8[name] = graph.initializers[name]?.shape ?? int8Weights[name]?.shape
-        }
-        int8WeightShapes = heldOnlyInt8
-        self.graph = Graph(inputs: graph.inputs, outputs: graph.outputs, initializers: initializers, nodes: graph.nodes)
-        var distinct = Set<ObjectIdentifier>()
-        weightBytes = takenBytes + initializers.values.reduce(0) { $0 + (distinct.insert(ObjectIdentifier($1.storage)).inserted ? $1.byteCount : 0) }
-
         var slots: [String: Int] = [:]
         func slot(_ name: String) -> Int {
             if let s = slots[name] { return s }
             slots[name] = slots.count
             return slots.count - 1
         }
-        constants = initializers.sorted { $0.key < $1.key }.map { (slot($0.key), $0.value) }
+        // Readers of each value: a taken constant is dropped when its last reader has taken it.
+        var readers: [String: Int] = [:]
+        for name in graph.nodes.flatMap(\.inputs) + graph.outputs.map(\.name) where !name.isEmpty { readers[name, default: 0] += 1 }
+        var released: [String: (dtype: DType, shape: [Int])] = [:]
+        var heldBytes = 0
         inputSlots = graph.inputs.map { ($0, slot($0.name)) }
         var lastUse: [Int: Int] = [:]
         var pending: [(Node, KernelFunction, [Int?], [Int])] = []
-        for (i, (node, kernel)) in zip(graph.nodes, kernels).enumerated() {
-            let ins = node.inputs.map { $0.isEmpty || lookupTables[$0] != nil ? nil : slot($0) }
+        for (i, node) in graph.nodes.enumerated() {
+            var kernel = try lookupKernel(node, lookupTables)
+            var taken: Set<Int> = []
+            if kernel == nil {
+                var weights = KernelWeights(constants: graph.initializers, int8: int8Weights)
+                if let prepared = try Program.int8Kernel(node, &weights, options) {
+                    kernel = prepared
+                    heldBytes += weights.heldBytes
+                } else {
+                    // A float32 kernel: weights stored in int8 become values.
+                    for name in node.inputs where graph.initializers[name] == nil {
+                        if let w = int8Weights[name] { graph.initializers[name] = w.dequantized() }
+                    }
+                    kernel = try Program.packedKernel(node, graph.initializers)
+                    if kernel != nil {
+                        heldBytes += (Program.preparedInputs(node.op) ?? []).compactMap { node.input($0).flatMap { graph.initializers[$0]?.byteCount } }.reduce(0, +)
+                    }
+                }
+                if kernel != nil { taken = Set(Program.preparedInputs(node.op) ?? []) }
+            }
+            for k in taken.sorted() {
+                let name = node.inputs[k]
+                readers[name, default: 1] -= 1
+                guard readers[name] == 0 else { continue }
+                if let t = graph.initializers.removeValue(forKey: name) {
+                    released[name] = (t.dtype, t.shape)
+                } else if let w = int8Weights[name] {
+                    released[name] = (.float32, w.shape)
+                }
+            }
+            let ins = node.inputs.enumerated().map { k, name in name.isEmpty || lookupTables[name] != nil || taken.contains(k) ? nil : slot(name) }
             for s in ins.compactMap({ $0 }) { lastUse[s] = i }
-            pending.append((node, kernel, ins, node.outputs.map(slot)))
+            pending.append((node, try kernel ?? Program.makeKernel(node), ins, node.outputs.map(slot)))
         }
         outputSlots = graph.outputs.map { ($0.name, slot($0.name)) }
+        constants = graph.initializers.sorted { $0.key < $1.key }.map { (slot($0.key), $0.value) }
+        releasedConstants = released
+        var distinct = Set<ObjectIdentifier>()
+        weightBytes = heldBytes + constants.reduce(0) { $0 + (distinct.insert(ObjectIdentifier($1.tensor.storage)).inserted ? $1.tensor.byteCount : 0) }
+        self.graph = graph
         // Constants, graph inputs and outputs are never released.
         let pinned = Set(constants.map(\.slot) + inputSlots.map(\.slot) + outputSlots.map(\.slot))
         var releasesAt: [Int: [Int]] = [:]
@@ -137,11 +156,6 @@ public final class Program: @unchecked Sendable {
             Step(node: p.0, kernel: p.1, inputSlots: p.2, outputSlots: p.3, releases: releasesAt[i] ?? [])
         }
         slotCount = slots.count
-    }
-
-    /// Parameters: elements of the floating-point constants and of the int8 weights.
-    public var parameterCount: Int {
-        graph.parameterCount + int8WeightShapes.values.reduce(0) { $0 + $1.reduce(1, *) }
     }
 
     /// Runs the program on named inputs and returns the graph outputs by name,

@@ -18,6 +18,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed runs.") var runs: Int = 20
     @Option(help: "Untimed runs before them.") var warmup: Int = 1
     @Flag(help: "Also print to stderr where the time goes, by op type (from as many runs again, each kernel timed).") var profile = false
+    @Flag(help: "Also time the run's matrix products alone with the float32 GEMM (gemm_bound_ms) and report the bound over the median (gemm_bound_fraction).") var gemmBound = false
 
     func run() throws {
         CommandLineErrors.report {
@@ -75,11 +76,17 @@ struct Bench: ParsableCommand {
             }
             // Achieved throughput: the matrix-product FLOPs of this graph for these inputs over the median time.
             var shapes = file.lookupTableShapes
-            for (name, shape) in m.program.int8WeightShapes { shapes[name] = (.float32, shape) }
+            for (name, c) in m.program.releasedConstants { shapes[name] = (c.dtype, c.shape) }
             for (name, t) in inputs { shapes[name] = (t.dtype, t.shape) }
-            if let flops = try? FlopCount.count(m.program.graph, shapes: shapes) {
+            if let products = try? FlopCount.products(m.program.graph, shapes: shapes) {
+                let flops = products.reduce(0) { $0 + $1.key.flops * $1.value }
                 fields.append(("flops", String(flops)))
                 fields.append(("gflops_per_s", String(format: "%.2f", Double(flops) / 1e9 / (median / 1000))))
+                if gemmBound {
+                    let bound = GEMMBound.milliseconds(products, threads: threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount)
+                    fields.append(("gemm_bound_ms", String(format: "%.3f", bound)))
+                    fields.append(("gemm_bound_fraction", String(format: "%.3f", bound / median)))
+                }
             }
             print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
             if profile {

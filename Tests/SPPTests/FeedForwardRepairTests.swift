@@ -102,8 +102,8 @@ import SPPRuntime
 
         let ffn = graph.nodes.filter { $0.op == .feedForward }
         let dense = try Model(graph: graph).program.run(inputs, retaining: Set(ffn.map { $0.inputs[0] } + ffn.map { $0.outputs[0] }))
-        let repaired = try Model(path: file, keep: 0.5, repair: true).program.graph
-        let truncated = try Model(path: file, keep: 0.5, repair: false).program.graph
+        let repaired = try PathLoader.load(SPPReader(path: file), keep: 0.5, repair: true).graph
+        let truncated = try PathLoader.load(SPPReader(path: file), keep: 0.5, repair: false).graph
         for node in ffn {
             let x = dense[node.inputs[0]]!, y = dense[node.outputs[0]]!
             func error(_ g: Graph) throws -> Double {

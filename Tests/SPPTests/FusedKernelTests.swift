@@ -149,6 +149,43 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         if c.inner == 0 { #expect(fast.floats.enumerated().allSatisfy { $0.element == b2.floats[$0.offset % d] }) }
     }
 
+    /// A prepared layer, packed (bias and activation fused by oneDNN, where this CPU
+    /// has its kernels) and plain, against act(x W + b) in Double; the packed one
+    /// also for several row counts in turn (one primitive each) and again.
+    @Test(arguments: [FeedForward.Activation?.none, .gelu, .geluTanh, .relu])
+    func projectionMatchesDoubleLoops(_ activation: FeedForward.Activation?) throws {
+        var r = SeededRandom(31)
+        for (k, n) in [(7, 5), (96, 40), (384, 200)] {
+            let w = r.tensor([k, n]), b = r.tensor([n])
+            let layers = [try Projection(weights: w, bias: b, activation: activation), try Projection(weights: w, bias: b, activation: activation, pack: false)]
+            #expect(!layers[1].isPacked)
+            for m in [1, 33, 128, 33] {
+                let x = r.tensor([m, k], scale: 2)
+                var want = [Float](repeating: 0, count: m * n)
+                let (xs, ws, bs) = (x.floats, w.floats, b.floats)
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s = Double(bs[j])
+                        for p in 0..<k { s += Double(xs[i * k + p]) * Double(ws[p * n + j]) }
+                        switch activation {
+                        case .gelu: s = 0.5 * s * (1 + Foundation.erf(s / 2.0.squareRoot()))
+                        case .geluTanh: s = 0.5 * s * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (s + 0.044715 * s * s * s)))
+                        case .relu: s = max(s, 0)
+                        case nil: break
+                        }
+                        want[i * n + j] = Float(s)
+                    }
+                }
+                for layer in layers {
+                    let out = Tensor(dtype: .float32, shape: [m, n])
+                    try layer.apply(x.pointer(as: Float.self), rows: m, into: out.pointer(as: Float.self))
+                    let e = normalisedError(out, Tensor(want, shape: [m, n]))
+                    #expect(e < 2e-6, "\(m)×\(n)×\(k) \(String(describing: activation)) packed \(layer.isPacked): normalised error \(e)")
+                }
+            }
+        }
+    }
+
     /// The vectorised C loops (CKernels) against Double, over every range of their approximations.
     @Test func elementwiseKernelsAreAccurate() {
         let xs = stride(from: -12.0, to: 12.0, by: 0.000731).map { Float($0) }
@@ -170,19 +207,20 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         for n in [1, 7, 16, 37, 128] {
             var row = (0..<n).map { k in k % 5 == 4 ? -Float.infinity : rng.signedUnit() * 40 }
             let ref = row.map(Double.init)
-            spp_softmax(&row, nil, n)
+            let inverse = spp_softmax_exp(&row, nil, n)
             let m = ref.max()!
             let e = ref.map { $0 == -.infinity ? 0 : Foundation.exp($0 - m) }
             let s = e.reduce(0, +)
-            for k in 0..<n { #expect(abs(Double(row[k]) - e[k] / s) < 1e-6, "softmax n \(n) key \(k)") }
+            #expect(abs(Double(inverse) * s - 1) < 1e-6, "softmax n \(n): 1 / sum")
+            for k in 0..<n { #expect(abs(Double(row[k]) * Double(inverse) - e[k] / s) < 1e-6, "softmax n \(n) key \(k)") }
         }
         var masked = [Float](repeating: -.infinity, count: 9)
-        spp_softmax(&masked, nil, 9)
+        #expect(spp_softmax_exp(&masked, nil, 9) == 0)
         // The fused term: p + add, as if added first.
         var logits: [Float] = [1, 2, 3, -1], offsets: [Float] = [0, -.infinity, 1, 0.5]
-        spp_softmax(&logits, offsets, 4)
+        let inverse = Double(spp_softmax_exp(&logits, offsets, 4))
         let z = [1.0, 4.0, -0.5].map(Foundation.exp)
-        #expect(abs(Double(logits[0]) - z[0] / z.reduce(0, +)) < 1e-6 && logits[1] == 0 && abs(Double(logits[3]) - z[2] / z.reduce(0, +)) < 1e-6)
+        #expect(abs(Double(logits[0]) * inverse - z[0] / z.reduce(0, +)) < 1e-6 && logits[1] == 0 && abs(Double(logits[3]) * inverse - z[2] / z.reduce(0, +)) < 1e-6)
         #expect(masked == [Float](repeating: 0, count: 9))
 
         // Layer norm of a row with a large offset (variance from the centred values).
@@ -221,7 +259,11 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
                           outputs: [ValueInfo(name: "y", dtype: .float32, shape: nil)], initializers: initializers, nodes: [attention, ffn])
         let info = try ShapeInference.infer(graph)
         #expect(info["y"]?.shape == [.symbol("batch"), .symbol("seq"), .fixed(6)])
-        let y = try #require(try Program(graph: graph).run(["x": x, "mask": mask!])["y"])
+        let program = try Program(graph: graph)
+        let y = try #require(try program.run(["x": x, "mask": mask!])["y"])
+        // The weights went into the prepared kernels; the program keeps only the additive bias.
+        #expect(Set(program.releasedConstants.keys) == Set(names + ["W1", "b1", "W2", "b2"]))
+        #expect(Set(program.graph.initializers.keys) == ["bias"] && program.parameterCount == graph.parameterCount)
         let a = try Attention.naive(x, w, mask: mask, bias: bias, p)
         let want = try FeedForward.naive(a, w1: initializers["W1"]!, b1: initializers["b1"]!, w2: initializers["W2"]!, b2: initializers["b2"]!, activation: .geluTanh)
         #expect(normalisedError(y, want) < 1e-5)

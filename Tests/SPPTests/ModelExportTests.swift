@@ -133,6 +133,7 @@ import SPPTools
         for (pair, n) in zip(path.pairs, try PathLoader.keptUnits(path, keep: 0.5)) {
             flops += pair.kind == .feedForward ? 2 * b * s * d * n * 2 : b * (2 * s * d * 2 * n + 2 * s * s * n)
         }
+        for (name, c) in model.program.releasedConstants { shapes[name] = (c.dtype, c.shape) }
         #expect(try FlopCount.count(model.program.graph, shapes: shapes) == flops)
     }
 

@@ -88,7 +88,8 @@ import SPPRuntime
 
     static let shapes: [(m: Int, k: Int, n: Int)] = [(1, 1, 1), (3, 17, 5), (7, 64, 33), (33, 384, 96), (5, 1536, 7), (128, 384, 384)]
 
-    /// oneDNN's int32 product equals the plain loop exactly, also with every
+    /// oneDNN's int32 product (its GEMM, and its matmul primitive on packed
+    /// weights) equals the plain loop exactly, also with every
     /// activation at the top of its range and every weight at 127 — the case that
     /// saturates int16 pair sums where the range is wider than the kernels allow.
     @Test(arguments: ranges)
@@ -105,6 +106,12 @@ import SPPRuntime
                 Linear.int8Product(q, qw, &fast)
                 spp_gemm_u8s8s32_ref(s.m, s.n, s.k, q.values, s.k, qw.values.pointer(as: Int8.self), s.n, &slow, s.n)
                 #expect(fast == slow, "\(s) extreme \(extreme) \(range)")
+                // The matmul primitive on weights in its own layout, where this CPU has one.
+                if let packed = qw.packed {
+                    var viaPacked = [Int32](repeating: -1, count: s.m * s.n)
+                    #expect(packed.multiply(q.values, m: s.m, &viaPacked, threads: 2))
+                    #expect(viaPacked == slow, "packed \(s) extreme \(extreme) \(range)")
+                }
                 if extreme { #expect(slow[0] == range.levels * 127 * Int32(s.k)) }
             }
         }

@@ -153,17 +153,22 @@ import SPPTools
         #expect(stored.weights == .int8)
         let fused = stored.program.graph.nodes.filter { $0.op == .attention || $0.op == .feedForward }
         let weights = fused.flatMap { $0.op == .attention ? [$0.inputs[1], $0.inputs[3], $0.inputs[5], $0.inputs[7]] : [$0.inputs[1], $0.inputs[3]] }
-        #expect(!weights.isEmpty && weights.allSatisfy { stored.program.graph.initializers[$0] == nil && stored.program.int8WeightShapes[$0] != nil })
+        #expect(!weights.isEmpty && weights.allSatisfy { stored.program.graph.initializers[$0] == nil && stored.program.releasedConstants[$0]?.dtype == .float32 })
         // At keep 1 the file's int8 values are what quantizing at load makes of the float32 file: the same outputs, bit for bit.
         let quantizedAtLoad = try Model(path: f.paths[.fp32]!, options: RuntimeOptions(weights: .int8))
         let a = try stored.run(f.inputs)["last_hidden_state"]!, b = try quantizedAtLoad.run(f.inputs)["last_hidden_state"]!
         #expect(a.floats == b.floats)
-        #expect(quantizedAtLoad.program.int8WeightShapes.keys.sorted() == stored.program.int8WeightShapes.keys.sorted())
+        #expect(quantizedAtLoad.program.releasedConstants.keys.sorted() == stored.program.releasedConstants.keys.sorted())
+        #expect(quantizedAtLoad.program.weightBytes == stored.program.weightBytes)
         #expect(stored.program.parameterCount == (try Model(path: f.paths[.fp32]!)).program.parameterCount)
-        // fp32 on an int8 file dequantizes; below keep 1 the refit W2 is float32 and is quantized at load.
-        #expect(try Model(path: f.paths[.int8]!, options: RuntimeOptions(weights: .fp32)).program.int8WeightShapes.isEmpty)
+        // fp32 on an int8 file dequantizes: the same outputs as the float32 file's dequantized weights.
+        let dequantized = try Model(path: f.paths[.int8]!, options: RuntimeOptions(weights: .fp32))
+        #expect(dequantized.weights == .fp32)
+        let expanded = try PathLoader.load(SPPReader(path: f.paths[.int8]!), keep: 1, weights: .fp32).graph
+        #expect(try dequantized.run(f.inputs)["last_hidden_state"]!.floats == Model(graph: expanded).run(f.inputs)["last_hidden_state"]!.floats)
+        // Below keep 1 the refit W2 is float32 and is quantized at load, like the rest stays int8.
         let half = try Model(path: f.paths[.int8]!, keep: 0.5)
-        #expect(half.program.int8WeightShapes.count == stored.program.int8WeightShapes.count)
+        #expect(half.program.releasedConstants.count == stored.program.releasedConstants.count)
     }
 
     @Test func encodedFilesAreNotEncodedAgain() throws {

@@ -10,9 +10,12 @@
 void spp_gelu_erf(float *p, size_t n);
 /// 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))).
 void spp_gelu_tanh(float *p, size_t n);
-/// Softmax of p[0..<n] + add[0..<n] in place (`add` may be NULL; maximum subtracted);
-/// e^x is 0 below -87.3, so -∞ keys get 0, and a row of only -∞ keys gets all 0.
-void spp_softmax(float *p, const float *add, size_t n);
+/// Softmax of p[0..<n] + add[0..<n] in place (`add` may be NULL, must not overlap p)
+/// but for the division: writes e^(x − max) and returns 1 / their sum, for the
+/// caller to scale what it makes of the row (attention scales the context row:
+/// fewer values than keys). e^x is 0 below -87.3, so -∞ keys get 0; a row of
+/// only -∞ keys gets all 0 and returns 0.
+float spp_softmax_exp(float *p, const float *restrict add, size_t n);
 /// One row of layer normalisation: y = (x − mean) / √(var + eps) · scale (+ bias, may be NULL).
 /// Writes the mean and 1/√(var + eps) to *mean and *inv_std.
 void spp_layer_norm_row(const float *x, float *y, size_t n, const float *scale, const float *bias, float eps,
