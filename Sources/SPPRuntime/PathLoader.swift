@@ -152,7 +152,9 @@ public enum PathLoader {
                     refitted[p] = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
                 }
             }
+            let blasThreads = openblas_get_num_threads()
             openblas_set_num_threads(1)
+            defer { openblas_set_num_threads(blasThreads) }
             try decoder.run(refitTasks)
         }
         for (p, pair) in path.pairs.enumerated() {
