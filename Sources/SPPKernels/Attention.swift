@@ -72,8 +72,7 @@ public enum Attention {
     }
 
     /// The projection weights as the float32 kernel applies them, made once at
-    /// load (`Projection`s, packed for oneDNN's matmul primitive where it has
-    /// kernels): `[Wq | Wk | Wv]` as one layer, so one product fills the packed
+    /// load (`Projection`s): `[Wq | Wk | Wv]` as one layer, so one product fills the packed
     /// q, k, v rows (one pass over the input instead of three, and one wide product
     /// instead of three narrow ones where ranks are ragged), and Wo.
     public struct PackedWeights: Sendable {
@@ -84,13 +83,12 @@ public enum Attention {
 
         public var hidden: Int { wo.columns }
 
-        /// `pack` false: plain GEMMs (weights used once).
-        public init(_ w: Weights, _ p: Parameters, pack: Bool = true) throws {
+        public init(_ w: Weights, _ p: Parameters) throws {
             let hidden = w.bo.count
             try w.check(hidden: hidden, p)
             let (weights, bias) = Self.concatenated(w, p)
-            qkv = try Projection(weights: weights, bias: bias, pack: pack)
-            wo = try Projection(weights: w.wo, bias: w.bo, pack: pack)
+            qkv = try Projection(weights: weights, bias: bias)
+            wo = try Projection(weights: w.wo, bias: w.bo)
             bo = w.bo.reshaped([hidden])
             (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
         }
@@ -258,7 +256,7 @@ public enum Attention {
     /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`. A caller that runs
     /// the same weights more than once prepares them itself, once (`PackedWeights`).
     public static func run(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
-        try run(x, PackedWeights(w, p, pack: false), mask: mask, bias: bias, p)
+        try run(x, PackedWeights(w, p), mask: mask, bias: bias, p)
     }
 
     /// Runs the block on `x [B, S, D]` with prepared float32 weights.
@@ -267,9 +265,9 @@ public enum Attention {
         try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
         let rows = g.batch * g.seq
         return try attend(g, p, shape: x.shape, bo: w.bo.pointer(as: Float.self), project: { qkv, _ in
-            try w.qkv.apply(x.pointer(as: Float.self), rows: rows, into: qkv)
+            w.qkv.apply(x.pointer(as: Float.self), rows: rows, into: qkv)
         }, output: { ctx, po in
-            try w.wo.apply(ctx, rows: rows, into: po)
+            w.wo.apply(ctx, rows: rows, into: po)
         })
     }
 

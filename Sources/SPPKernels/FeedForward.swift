@@ -32,21 +32,18 @@ public enum FeedForward {
     /// Runs the block on `x [..., D]`. A caller that runs the same weights more
     /// than once prepares them itself, once (`PackedWeights`).
     public static func run(_ x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation) throws -> Tensor {
-        try run(x, PackedWeights(w1: w1, b1: b1, w2: w2, b2: b2, activation: activation, pack: false))
+        try run(x, PackedWeights(w1: w1, b1: b1, w2: w2, b2: b2, activation: activation))
     }
 
-    /// W1 with b1 and the activation, and W2 with b2, as `Projection`s made once at
-    /// load (packed for oneDNN's matmul primitive, bias and activation fused, where
-    /// it has kernels).
+    /// W1 with b1 and the activation, and W2 with b2, as `Projection`s made once at load.
     public struct PackedWeights: Sendable {
         public let w1: Projection, w2: Projection
 
-        /// `pack` false: plain GEMMs (weights used once).
-        public init(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation, pack: Bool = true) throws {
+        public init(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation) throws {
             let d = w1.rank == 2 ? w1.shape[0] : 0
             _ = try geometry(Tensor(dtype: .float32, shape: [0, d]), w1, b1, w2, b2)
-            self.w1 = try Projection(weights: w1, bias: b1, activation: activation, pack: pack)
-            self.w2 = try Projection(weights: w2, bias: b2, pack: pack)
+            self.w1 = try Projection(weights: w1, bias: b1, activation: activation)
+            self.w2 = try Projection(weights: w2, bias: b2)
         }
     }
 
@@ -62,8 +59,8 @@ public enum FeedForward {
         let out = Tensor(dtype: .float32, shape: x.shape)
         let hidden = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * f, 1))
         defer { hidden.deallocate() }
-        try w.w1.apply(x.pointer(as: Float.self), rows: rows, into: hidden)
-        try w.w2.apply(hidden, rows: rows, into: out.pointer(as: Float.self))
+        w.w1.apply(x.pointer(as: Float.self), rows: rows, into: hidden)
+        w.w2.apply(hidden, rows: rows, into: out.pointer(as: Float.self))
         return out
     }
 

@@ -2,31 +2,25 @@ import CDNNL
 import SPPCore
 import Synchronization
 
-/// A constant weight matrix `W [K, N]` reordered once into the blocked layout
-/// of oneDNN's matmul primitive, with the primitives that multiply by it, one
-/// per row count, and what they fuse into the product's epilogue (float32: a
-/// bias row and an activation).
+/// A constant int8 weight matrix `W [K, N]` reordered once into the blocked
+/// layout of oneDNN's matmul primitive, with the primitives that multiply u8
+/// activations by it into int32, one per row count.
 ///
-/// oneDNN's GEMM functions repack W on every call and cannot use its brgemm
+/// `dnnl_gemm_u8s8s32` repacks W on every call and cannot use oneDNN's brgemm
 /// kernels; the matmul primitive with weights in its own layout can. Measured
-/// here (one thread, AVX-512): int8 935 vs 685 GOP/s at 32×384×384 and 970 vs 865
-/// at 128×384×384; float32 223 vs 204 GFLOP/s at 128×3072×768, with the bias and
-/// GELU free. A primitive is fixed to its row count M (with a run-time M oneDNN
+/// here (one thread, AVX-512 VNNI): 935 vs 685 GOP/s at 32×384×384, 970 vs 865 at
+/// 128×384×384. A primitive is fixed to its row count M (with a run-time M oneDNN
 /// falls back to the repacking GEMM), so one is made per M on first use and
-/// kept; the weight layout does not depend on M.
+/// kept; the weight layout does not depend on M. (Float32 weights are not packed:
+/// see `Projection`.)
 ///
 /// `init` returns nil where packing gains nothing: when oneDNN would use plain
-/// row-major weights on this CPU (no brgemm kernels: AVX2, or int8 without
-/// VNNI), and the caller keeps its GEMM path.
+/// row-major weights on this CPU (no brgemm int8 kernels, e.g. AVX2), and the
+/// caller keeps its GEMM path.
 final class PackedMatrix: @unchecked Sendable {
     let rows: Int, columns: Int
-    /// int8 (u8 activations × s8 weights → s32) or float32.
-    let int8: Bool
     private let weights: dnnl_memory_t
     private let weightsDescriptor: dnnl_memory_desc_t
-    private let bias: dnnl_memory_t?
-    private let biasTensor: Tensor?
-    private let activation: FeedForward.Activation?
     private let primitives = Mutex<[Int: Primitive]>([:])
 
     /// Row counts kept at once; past it the least recently made is dropped.
@@ -46,33 +40,20 @@ final class PackedMatrix: @unchecked Sendable {
         deinit { dnnl_primitive_destroy(handle) }
     }
 
-    /// Reorders `values` (int8 or float32 `[K, N]`, row-major) into the primitive's
-    /// layout. `bias` (float32 `[N]`) and `activation` apply to float32 only.
-    init?(_ values: Tensor, bias: Tensor? = nil, activation: FeedForward.Activation? = nil) {
-        guard values.dtype == .int8 || values.dtype == .float32, values.rank == 2, let engine = Self.engine else { return nil }
-        int8 = values.dtype == .int8
+    /// Reorders `values` (int8 `[K, N]`, row-major) into the primitive's layout.
+    init?(_ values: Tensor) {
+        guard values.dtype == .int8, values.rank == 2, let engine = Self.engine else { return nil }
         (rows, columns) = (values.shape[0], values.shape[1])
-        guard rows > 0, columns > 0, !int8 || (bias == nil && activation == nil),
-              bias.map({ $0.dtype == .float32 && $0.count == values.shape[1] }) ?? true else { return nil }
-        (biasTensor, self.activation) = (bias, activation)
-        let type = int8 ? dnnl_s8 : dnnl_f32
+        guard rows > 0, columns > 0 else { return nil }
         // The layout the primitive wants, asked of one made for 128 rows.
-        guard let pd = Self.descriptor(m: 128, k: rows, n: columns, int8: int8, weights: nil, bias: bias != nil, activation: activation) else { return nil }
+        guard let pd = Self.descriptor(m: 128, k: rows, n: columns, weights: nil) else { return nil }
         defer { dnnl_primitive_desc_destroy(pd) }
         guard let wanted = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) else { return nil }
-        var plain = Self.matrix(rows, columns, type, dnnl_ab)
+        var plain = Self.matrix(rows, columns, dnnl_s8, dnnl_ab)
         guard dnnl_memory_desc_equal(wanted, &plain) == 0 else { return nil }
         var layout = wanted.pointee
         guard let packed = Self.reordered(values, from: &plain, to: &layout, engine) else { return nil }
-        var biasMemory: dnnl_memory_t?
-        if let bias {
-            var md = Self.matrix(1, columns, dnnl_f32, dnnl_ab)
-            guard dnnl_memory_create(&biasMemory, &md, engine, bias.rawPointer) == dnnl_success else {
-                dnnl_memory_destroy(packed)
-                return nil
-            }
-        }
-        (weights, weightsDescriptor, self.bias) = (packed, layout, biasMemory)
+        (weights, weightsDescriptor) = (packed, layout)
     }
 
     /// Bytes of the reordered weights.
@@ -81,17 +62,13 @@ final class PackedMatrix: @unchecked Sendable {
         return dnnl_memory_desc_get_size(&descriptor)
     }
 
-    deinit {
-        dnnl_memory_destroy(weights)
-        if let bias { dnnl_memory_destroy(bias) }
-    }
+    deinit { dnnl_memory_destroy(weights) }
 
-    /// `c[m×N] = a[m×K] · W` (+ bias, then the activation), row-major with leading
-    /// dimensions K and N — u8 → s32 for int8 weights, float32 → float32 otherwise —
-    /// on `threads` threads. False if oneDNN refused (the caller multiplies another way).
-    func multiply(_ a: UnsafeRawPointer, m: Int, _ c: UnsafeMutableRawPointer, threads: Int) -> Bool {
+    /// `acc[m×N] = a[m×K] · W` in int32 (a: u8), row-major with leading dimensions
+    /// K and N, on `threads` threads. False if oneDNN refused (the caller multiplies another way).
+    func multiply(_ a: UnsafeRawPointer, m: Int, _ acc: UnsafeMutableRawPointer, threads: Int) -> Bool {
         guard let primitive = primitive(m: m), let engine = Self.engine else { return false }
-        var src = Self.matrix(m, rows, int8 ? dnnl_u8 : dnnl_f32, dnnl_ab), dst = Self.matrix(m, columns, int8 ? dnnl_s32 : dnnl_f32, dnnl_ab)
+        var src = Self.matrix(m, rows, dnnl_u8, dnnl_ab), dst = Self.matrix(m, columns, dnnl_s32, dnnl_ab)
         var am: dnnl_memory_t?, cm: dnnl_memory_t?, stream: dnnl_stream_t?
         defer {
             if let am { dnnl_memory_destroy(am) }
@@ -99,13 +76,12 @@ final class PackedMatrix: @unchecked Sendable {
             if let stream { dnnl_stream_destroy(stream) }
         }
         guard dnnl_memory_create(&am, &src, engine, UnsafeMutableRawPointer(mutating: a)) == dnnl_success,
-              dnnl_memory_create(&cm, &dst, engine, c) == dnnl_success,
+              dnnl_memory_create(&cm, &dst, engine, acc) == dnnl_success,
               dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success else { return false }
         Linear.setOpenMPThreads(threads)
         var args = [dnnl_exec_arg_t(arg: Self.argSource, memory: am), dnnl_exec_arg_t(arg: Self.argWeights, memory: weights),
                     dnnl_exec_arg_t(arg: Self.argDestination, memory: cm)]
-        if let bias { args.append(dnnl_exec_arg_t(arg: Self.argBias, memory: bias)) }
-        return withExtendedLifetime((primitive, biasTensor)) {
+        return withExtendedLifetime(primitive) {
             dnnl_primitive_execute(primitive.handle, stream, Int32(args.count), &args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success
         }
     }
@@ -113,7 +89,7 @@ final class PackedMatrix: @unchecked Sendable {
     /// The primitive for `m` rows, made on first use.
     private func primitive(m: Int) -> Primitive? {
         if let p = primitives.withLock({ $0[m] }) { return p }
-        guard let pd = Self.descriptor(m: m, k: rows, n: columns, int8: int8, weights: weightsDescriptor, bias: bias != nil, activation: activation) else { return nil }
+        guard let pd = Self.descriptor(m: m, k: rows, n: columns, weights: weightsDescriptor) else { return nil }
         defer { dnnl_primitive_desc_destroy(pd) }
         var handle: dnnl_primitive_t?
         guard dnnl_primitive_create(&handle, pd) == dnnl_success, let handle else { return nil }
@@ -129,31 +105,14 @@ final class PackedMatrix: @unchecked Sendable {
         }
     }
 
-    /// A `[m, k] × [k, n]` matmul descriptor (int8: u8 × s8 → s32; else float32);
-    /// `weights` nil lets oneDNN choose their layout.
-    private static func descriptor(m: Int, k: Int, n: Int, int8: Bool, weights: dnnl_memory_desc_t?,
-                                   bias: Bool, activation: FeedForward.Activation?) -> dnnl_primitive_desc_t? {
-        var src = matrix(m, k, int8 ? dnnl_u8 : dnnl_f32, dnnl_ab), dst = matrix(m, n, int8 ? dnnl_s32 : dnnl_f32, dnnl_ab)
-        var w = weights ?? matrix(k, n, int8 ? dnnl_s8 : dnnl_f32, dnnl_format_tag_any)
-        var b = matrix(1, n, dnnl_f32, dnnl_ab)
+    /// A u8 `[m, k]` × s8 `[k, n]` → s32 matmul descriptor; `weights` nil lets oneDNN choose their layout.
+    private static func descriptor(m: Int, k: Int, n: Int, weights: dnnl_memory_desc_t?) -> dnnl_primitive_desc_t? {
+        var src = matrix(m, k, dnnl_u8, dnnl_ab), dst = matrix(m, n, dnnl_s32, dnnl_ab)
+        var w = weights ?? matrix(k, n, dnnl_s8, dnnl_format_tag_any)
         var desc = dnnl_matmul_desc_t()
-        guard (bias ? dnnl_matmul_desc_init(&desc, &src, &w, &b, &dst) : dnnl_matmul_desc_init(&desc, &src, &w, nil, &dst)) == dnnl_success else { return nil }
-        var attr: dnnl_primitive_attr_t?
-        defer { if let attr { dnnl_primitive_attr_destroy(attr) } }
-        if let activation {
-            var ops: dnnl_post_ops_t?
-            guard dnnl_primitive_attr_create(&attr) == dnnl_success, dnnl_post_ops_create(&ops) == dnnl_success, let ops else { return nil }
-            defer { dnnl_post_ops_destroy(ops) }
-            let kind: dnnl_alg_kind_t = switch activation {
-            case .gelu: dnnl_eltwise_gelu_erf
-            case .geluTanh: dnnl_eltwise_gelu_tanh
-            case .relu: dnnl_eltwise_relu
-            }
-            guard dnnl_post_ops_append_eltwise(ops, 1, kind, 0, 0) == dnnl_success,
-                  dnnl_primitive_attr_set_post_ops(attr, ops) == dnnl_success else { return nil }
-        }
         var pd: dnnl_primitive_desc_t?
-        guard dnnl_primitive_desc_create(&pd, &desc, attr, engine, nil) == dnnl_success else { return nil }
+        guard dnnl_matmul_desc_init(&desc, &src, &w, nil, &dst) == dnnl_success,
+              dnnl_primitive_desc_create(&pd, &desc, nil, engine, nil) == dnnl_success else { return nil }
         return pd
     }
 
@@ -198,5 +157,5 @@ final class PackedMatrix: @unchecked Sendable {
     // DNNL_ARG_* (dnnl_types.h).
     static let argSource: Int32 = 1, argFrom: Int32 = 1
     static let argDestination: Int32 = 17, argTo: Int32 = 17
-    static let argWeights: Int32 = 33, argBias: Int32 = 41
+    static let argWeights: Int32 = 33
 }
