@@ -152,10 +152,13 @@ public enum PathLoader {
                     refitted[p] = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
                 }
             }
-            let blasThreads = openblas_get_num_threads()
-            openblas_set_num_threads(1)
-            defer { openblas_set_num_threads(blasThreads) }
-            try decoder.run(refitTasks)
+            if !refitTasks.isEmpty {
+                // Setting OpenBLAS's thread count wakes its workers, which then spin for ~0.1 s: only when solving.
+                let blasThreads = openblas_get_num_threads()
+                openblas_set_num_threads(1)
+                defer { openblas_set_num_threads(blasThreads) }
+                try decoder.run(refitTasks)
+            }
         }
         for (p, pair) in path.pairs.enumerated() {
             let node = graph.nodes[nodeIndex[pair.node]!]
