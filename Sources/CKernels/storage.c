@@ -102,5 +102,7 @@ void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, 
 void spp_release_free_memory(void) {
 #if defined(__GLIBC__)
     malloc_trim(0);
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
 #endif
 }

@@ -23,7 +23,11 @@ void spp_int8_to_float(const int8_t *q, const float *scales, int per_row, size_t
 void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out);
 void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out);
 /// Returns the heap memory the process freed to the system (glibc's malloc_trim;
-/// nothing elsewhere): what a load freed would otherwise stay resident.
+/// nothing elsewhere): what a load freed would otherwise stay resident. Then has
+/// glibc serve blocks up to 32 MiB from the heap and keep what is freed there:
+/// kernels allocate scratch on every run, and a block mmap'd per allocation costs
+/// a page fault per 4 KiB each time (glibc raises its threshold only after large
+/// frees, so without this a process that loaded without any ran slower).
 void spp_release_free_memory(void);
 /// Calls body(ctx, i, thread) for every i < count on a team of `threads` threads
 /// in libgomp's pool (as spp_parallel), each thread taking the next item as it
