@@ -75,7 +75,7 @@ public enum Attention {
     /// load (`Projection`s): `[Wq | Wk | Wv]` as one layer, so one product fills the packed
     /// q, k, v rows (one pass over the input instead of three, and one wide product
     /// instead of three narrow ones where ranks are ragged), and Wo.
-    public struct PackedWeights: Sendable {
+    public struct PreparedWeights: Sendable {
         public let qkv: Projection
         public let wo: Projection
         public let bo: Tensor
@@ -86,26 +86,11 @@ public enum Attention {
         public init(_ w: Weights, _ p: Parameters) throws {
             let hidden = w.bo.count
             try w.check(hidden: hidden, p)
-            let (weights, bias) = Self.concatenated(w, p)
-            qkv = try Projection(weights: weights, bias: bias)
+            qkv = try Projection(weights: DataMovement.concat([w.wq, w.wk, w.wv], axis: 1),
+                                 bias: DataMovement.concat([w.bq, w.bk, w.bv].map { $0.reshaped([$0.count]) }, axis: 0))
             wo = try Projection(weights: w.wo, bias: w.bo)
             bo = w.bo.reshaped([hidden])
             (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
-        }
-
-        /// `[Wq | Wk | Wv]` `[D, 2·Σqk + Σvo]` and `[bq | bk | bv]`.
-        static func concatenated(_ w: Weights, _ p: Parameters) -> (Tensor, Tensor) {
-            let hidden = w.bo.count, (qk, vo) = (p.qkWidth, p.voWidth)
-            let width = 2 * qk + vo
-            let packed = Tensor(dtype: .float32, shape: [hidden, width])
-            let bias = Tensor(dtype: .float32, shape: [width])
-            let dst = packed.pointer(as: Float.self), b = bias.pointer(as: Float.self)
-            for (weight, base, n) in [(w.wq, 0, qk), (w.wk, qk, qk), (w.wv, 2 * qk, vo)] where n > 0 {
-                let src = weight.pointer(as: Float.self)
-                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
-            }
-            for (t, base) in [(w.bq, 0), (w.bk, qk), (w.bv, 2 * qk)] { (b + base).update(from: t.pointer(as: Float.self), count: t.count) }
-            return (packed, bias)
         }
     }
 
@@ -148,16 +133,9 @@ public enum Attention {
             for (what, t, n) in [("bq", bq, qk), ("bk", bk, qk), ("bv", bv, vo), ("bo", bo, hidden)] where t.dtype != .float32 || t.count != n {
                 throw KernelError.shapeMismatch("spp.Attention \(what) is \(t.dtype) \(Tensor.describe(t.shape)), expected float32 [\(n)]")
             }
-            let width = 2 * qk + vo
-            let packed = Tensor(dtype: .int8, shape: [hidden, width])
-            let scales = Tensor(dtype: .float32, shape: [width]), bias = Tensor(dtype: .float32, shape: [width])
-            let dst = packed.pointer(as: Int8.self), s = scales.pointer(as: Float.self), b = bias.pointer(as: Float.self)
-            for (m, t, base, n) in [(wq, bq, 0, qk), (wk, bk, qk, qk), (wv, bv, 2 * qk, vo)] where n > 0 {
-                let src = m.values.pointer(as: Int8.self)
-                for r in 0..<hidden { (dst + r * width + base).update(from: src + r * n, count: n) }
-                (s + base).update(from: m.scales.pointer(as: Float.self), count: n)
-                (b + base).update(from: t.pointer(as: Float.self), count: n)
-            }
+            let packed = try DataMovement.concat([wq.values, wk.values, wv.values], axis: 1)
+            let scales = try DataMovement.concat([wq.scales, wk.scales, wv.scales].map { $0.reshaped([$0.count]) }, axis: 0)
+            let bias = try DataMovement.concat([bq, bk, bv].map { $0.reshaped([$0.count]) }, axis: 0)
             qkv = try QuantizedMatrix(values: packed, scales: scales)
             qkvBias = bias
             self.wo = wo
@@ -194,7 +172,7 @@ public enum Attention {
             self.bias = try bias.map { try Term($0, target: target, what: "bias") }
         }
 
-        /// Prepared weights (packed or int8) must fit the input and the ranks.
+        /// Prepared weights (float32 or int8) must fit the input and the ranks.
         func check(hidden: Int, qkWidth: Int, voWidth: Int, _ shape: [Int]) throws {
             guard self.hidden == hidden, self.qkWidth == qkWidth, self.voWidth == voWidth else {
                 throw KernelError.shapeMismatch("spp.Attention input \(Tensor.describe(shape)) with ranks \(self.qkWidth) / \(self.voWidth) does not fit weights for hidden size \(hidden) and ranks \(qkWidth) / \(voWidth)")
@@ -254,13 +232,13 @@ public enum Attention {
     }
 
     /// Runs the block on `x [B, S, D]`; returns `[B, S, D]`. A caller that runs
-    /// the same weights more than once prepares them itself, once (`PackedWeights`).
+    /// the same weights more than once prepares them itself, once (`PreparedWeights`).
     public static func run(_ x: Tensor, _ w: Weights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
-        try run(x, PackedWeights(w, p), mask: mask, bias: bias, p)
+        try run(x, PreparedWeights(w, p), mask: mask, bias: bias, p)
     }
 
     /// Runs the block on `x [B, S, D]` with prepared float32 weights.
-    public static func run(_ x: Tensor, _ w: PackedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
+    public static func run(_ x: Tensor, _ w: PreparedWeights, mask: Tensor?, bias: Tensor?, _ p: Parameters) throws -> Tensor {
         let g = try Geometry(x, mask: mask, bias: bias, p)
         try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
         let rows = g.batch * g.seq

@@ -30,13 +30,13 @@ public enum FeedForward {
     }
 
     /// Runs the block on `x [..., D]`. A caller that runs the same weights more
-    /// than once prepares them itself, once (`PackedWeights`).
+    /// than once prepares them itself, once (`PreparedWeights`).
     public static func run(_ x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation) throws -> Tensor {
-        try run(x, PackedWeights(w1: w1, b1: b1, w2: w2, b2: b2, activation: activation))
+        try run(x, PreparedWeights(w1: w1, b1: b1, w2: w2, b2: b2, activation: activation))
     }
 
     /// W1 with b1 and the activation, and W2 with b2, as `Projection`s made once at load.
-    public struct PackedWeights: Sendable {
+    public struct PreparedWeights: Sendable {
         public let w1: Projection, w2: Projection
 
         public init(w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, activation: Activation) throws {
@@ -47,15 +47,20 @@ public enum FeedForward {
         }
     }
 
-    /// Runs the block on `x [..., D]` with prepared weights: two products, the
-    /// first into a `[rows, F]` buffer.
-    public static func run(_ x: Tensor, _ w: PackedWeights) throws -> Tensor {
+    /// Rows of a float32 input `x [..., D]` for weights with `d` rows.
+    static func rows(of x: Tensor, inner d: Int) throws -> Int {
         guard x.dtype == .float32 else { throw KernelError.unsupportedDType(x.dtype, reason: "spp.FeedForward runs in float32") }
-        let (d, f) = (w.w1.rows, w.w1.columns)
         guard x.rank >= 1, x.shape[x.rank - 1] == d else {
             throw KernelError.shapeMismatch("spp.FeedForward input \(Tensor.describe(x.shape)) does not end in the \(d) rows of its W1")
         }
-        let rows = d == 0 ? 0 : x.count / d
+        return d == 0 ? 0 : x.count / d
+    }
+
+    /// Runs the block on `x [..., D]` with prepared weights: two products, the
+    /// first into a `[rows, F]` buffer.
+    public static func run(_ x: Tensor, _ w: PreparedWeights) throws -> Tensor {
+        let (d, f) = (w.w1.rows, w.w1.columns)
+        let rows = try rows(of: x, inner: d)
         let out = Tensor(dtype: .float32, shape: x.shape)
         let hidden = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * f, 1))
         defer { hidden.deallocate() }
@@ -90,12 +95,8 @@ public enum FeedForward {
     /// biases added as the products are turned back into float32), the
     /// activation in float32 on each piece of the first as it is finished.
     public static func run(_ x: Tensor, _ w: QuantizedWeights, activation: Activation) throws -> Tensor {
-        guard x.dtype == .float32 else { throw KernelError.unsupportedDType(x.dtype, reason: "spp.FeedForward runs in float32") }
         let (d, f) = (w.w1.rows, w.w1.columns)
-        guard x.rank >= 1, x.shape[x.rank - 1] == d else {
-            throw KernelError.shapeMismatch("spp.FeedForward input \(Tensor.describe(x.shape)) does not end in the \(d) rows of its int8 W1")
-        }
-        let rows = d == 0 ? 0 : x.count / d
+        let rows = try rows(of: x, inner: d)
         let out = Tensor(dtype: .float32, shape: x.shape)
         let po = out.pointer(as: Float.self), b2 = w.b2.pointer(as: Float.self)
         if rows == 0 || f == 0 {

@@ -279,9 +279,9 @@ extension Program {
 
 extension Program {
     /// The float32 kernel of an `spp.Attention` or `spp.FeedForward` node whose
-    /// weights are constants: they are prepared here, once (`Attention.PackedWeights`,
-    /// `FeedForward.PackedWeights`). Nil for other nodes, which get `makeKernel`'s.
-    static func packedKernel(_ node: Node, _ constants: [String: Tensor]) throws -> KernelFunction? {
+    /// weights are constants: they are prepared here, once (`Attention.PreparedWeights`,
+    /// `FeedForward.PreparedWeights`). Nil for other nodes, which get `makeKernel`'s.
+    static func float32Kernel(_ node: Node, _ constants: [String: Tensor]) throws -> KernelFunction? {
         guard let inputs = preparedInputs(node.op) else { return nil }
         let weights = inputs.compactMap { node.input($0).flatMap { constants[$0] } }
         guard weights.count == inputs.count, weights.allSatisfy({ $0.dtype == .float32 }) else { return nil }
@@ -291,16 +291,16 @@ extension Program {
                 typealias In = AttentionAttributes.Input
                 let a = try node.attentionAttributes()
                 let p = Attention.Parameters(qkRanks: a.qkRanks, voRanks: a.voRanks, scale: a.scale, causal: a.causal)
-                let packed = try Attention.PackedWeights(Attention.Weights(wq: weights[0], bq: weights[1], wk: weights[2], bk: weights[3],
-                                                                           wv: weights[4], bv: weights[5], wo: weights[6], bo: weights[7]), p)
+                let prepared = try Attention.PreparedWeights(Attention.Weights(wq: weights[0], bq: weights[1], wk: weights[2], bk: weights[3],
+                                                                             wv: weights[4], bv: weights[5], wo: weights[6], bo: weights[7]), p)
                 return { args in
                     func optional(_ i: In) -> Tensor? { i.rawValue < args.count ? args[i.rawValue] : nil }
-                    return [try Attention.run(try required(args, In.x.rawValue), packed, mask: optional(.mask), bias: optional(.bias), p)]
+                    return [try Attention.run(try required(args, In.x.rawValue), prepared, mask: optional(.mask), bias: optional(.bias), p)]
                 }
             case .feedForward:
-                let packed = try FeedForward.PackedWeights(w1: weights[0], b1: weights[1], w2: weights[2], b2: weights[3],
-                                                           activation: try feedForwardActivation(node))
-                return { args in [try FeedForward.run(try required(args, 0), packed)] }
+                let prepared = try FeedForward.PreparedWeights(w1: weights[0], b1: weights[1], w2: weights[2], b2: weights[3],
+                                                               activation: try feedForwardActivation(node))
+                return { args in [try FeedForward.run(try required(args, 0), prepared)] }
             default:
                 return nil
             }
@@ -309,7 +309,7 @@ extension Program {
         }
     }
 
-    /// The inputs a prepared kernel (`packedKernel`, `int8Kernel`) takes over when
+    /// The inputs a prepared kernel (`float32Kernel`, `int8Kernel`) takes over when
     /// they are constants: it holds them in its own form and never reads them from
     /// the run's values. Nil for ops without one.
     static func preparedInputs(_ op: OpType) -> [Int]? {

@@ -73,7 +73,7 @@ public final class Program: @unchecked Sendable {
 
     /// Bytes of the weights the program holds: its constants, and in the form
     /// prepared kernels keep them what they took (int8 values, packed copies,
-    /// scales and column sums; a packed float32 layer counted as the weights it
+    /// scales and column sums; a prepared float32 layer counted as the weights it
     /// replaced).
     public let weightBytes: Int
 
@@ -121,7 +121,7 @@ public final class Program: @unchecked Sendable {
                     for name in node.inputs where graph.initializers[name] == nil {
                         if let w = int8Weights[name] { graph.initializers[name] = w.dequantized() }
                     }
-                    kernel = try Program.packedKernel(node, graph.initializers)
+                    kernel = try Program.float32Kernel(node, graph.initializers)
                     if kernel != nil {
                         heldBytes += (Program.preparedInputs(node.op) ?? []).compactMap { node.input($0).flatMap { graph.initializers[$0]?.byteCount } }.reduce(0, +)
                     }
