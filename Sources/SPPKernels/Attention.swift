@@ -127,8 +127,8 @@ public enum Attention {
                 where m.values.dtype != .int8 || m.values.shape != [hidden, n] || m.scales.dtype != .float32 || m.scales.count != n {
                 throw KernelError.shapeMismatch("spp.Attention int8 \(what) is \(m.values.dtype) \(Tensor.describe(m.values.shape)) with \(m.scales.count) scales, expected int8 [\(hidden), \(n)]")
             }
-            guard wo.values.shape == [vo, hidden] else {
-                throw KernelError.shapeMismatch("spp.Attention int8 Wo is \(Tensor.describe(wo.values.shape)), expected [\(vo), \(hidden)]")
+            guard wo.rows == vo, wo.columns == hidden else {
+                throw KernelError.shapeMismatch("spp.Attention int8 Wo is [\(wo.rows), \(wo.columns)], expected [\(vo), \(hidden)]")
             }
             for (what, t, n) in [("bq", bq, qk), ("bk", bk, qk), ("bv", bv, vo), ("bo", bo, hidden)] where t.dtype != .float32 || t.count != n {
                 throw KernelError.shapeMismatch("spp.Attention \(what) is \(t.dtype) \(Tensor.describe(t.shape)), expected float32 [\(n)]")

@@ -84,8 +84,8 @@ public enum FeedForward {
         /// From W1 and W2 already in int8 (a file that stores them so).
         public init(w1: QuantizedMatrix, b1: Tensor, w2: QuantizedMatrix, b2: Tensor, range: ActivationRange = .native) throws {
             let (d, f) = (w1.rows, w1.columns)
-            guard w2.values.shape == [f, d], b1.dtype == .float32, b1.count == f, b2.dtype == .float32, b2.count == d else {
-                throw KernelError.shapeMismatch("spp.FeedForward int8 W1 \(Tensor.describe(w1.values.shape)), b1 \(Tensor.describe(b1.shape)), int8 W2 \(Tensor.describe(w2.values.shape)), b2 \(Tensor.describe(b2.shape)) do not fit together")
+            guard w2.rows == f, w2.columns == d, b1.dtype == .float32, b1.count == f, b2.dtype == .float32, b2.count == d else {
+                throw KernelError.shapeMismatch("spp.FeedForward int8 W1 [\(d), \(f)], b1 \(Tensor.describe(b1.shape)), int8 W2 [\(w2.rows), \(w2.columns)], b2 \(Tensor.describe(b2.shape)) do not fit together")
             }
             (self.w1, self.w2, self.b1, self.b2, self.range) = (w1, w2, b1, b2, range)
         }

@@ -84,29 +84,36 @@ extension Linear {
         let acc = UnsafeMutablePointer<Int32>.allocate(capacity: m * n)
         defer { acc.deallocate() }
         let (rs, rz, cs, sums) = (q.scales, q.zeros, w.scales.pointer(as: Float.self), w.columnSums.pointer(as: Int32.self))
-        let multiplied = w.packed?.multiply(q.values, m: m, acc, threads: kernelThreads) ?? false
+        var rowMajor: Tensor?
+        switch w.storage {
+        case let .packed(p):
+            // oneDNN refuses only for want of memory for a new row count's primitive.
+            precondition(p.multiply(q.values, m: m, acc, threads: kernelThreads), "oneDNN's int8 matmul refused \(m)×\(k)×\(n)")
+        case let .rowMajor(t):
+            rowMajor = t
+        }
         // Blocks of 16 columns (one AVX-512 register of int32), at least ~2M multiply-adds
         // per thread — or, products made, ~16K results to finish.
         let units = (n + 15) / 16
-        let work = multiplied ? m * 16 : m * k * 16
-        Parallel.forEachChunk(units, minimumChunk: max(1, (multiplied ? 1 << 14 : 1 << 21) / max(work, 1))) { u in
+        let work = rowMajor == nil ? m * 16 : m * k * 16
+        Parallel.forEachChunk(units, minimumChunk: max(1, (rowMajor == nil ? 1 << 14 : 1 << 21) / max(work, 1))) { u in
             let columns = (u.lowerBound * 16)..<min(n, u.upperBound * 16)
             let c0 = columns.lowerBound
-            if !multiplied { int8Product(q, w, acc, columns: columns, threads: 1) }
+            if let rowMajor { int8Product(q, rowMajor, acc, columns: columns, threads: 1) }
             spp_dequantize_rows(acc + c0, n, m, columns.count, rs, rz, cs + c0, sums + c0, bias.map { $0 + c0 },
                                 accumulate ? 1 : 0, c + c0, ldc)
             if let epilogue { for r in 0..<m { epilogue(c + r * ldc + c0, columns.count) } }
         }
     }
 
-    /// Columns `columns` (default all) of `acc[m×n] = q · values` in int32 through
-    /// oneDNN on `threads` threads (default the runtime's), or the plain loop if it refuses.
-    public static func int8Product(_ q: QuantizedRows, _ w: QuantizedMatrix, _ acc: UnsafeMutablePointer<Int32>,
+    /// Columns `columns` (default all) of `acc[m×n] = q · values` (int8 `[K, N]`, row-major)
+    /// in int32 through oneDNN on `threads` threads (default the runtime's), or the plain loop if it refuses.
+    public static func int8Product(_ q: QuantizedRows, _ values: Tensor, _ acc: UnsafeMutablePointer<Int32>,
                                    columns: Range<Int>? = nil, threads: Int? = nil) {
-        let (m, k, n) = (q.rows, w.rows, w.columns)
+        let (m, k, n) = (q.rows, values.shape[0], values.shape[1])
         let columns = columns ?? 0..<n
         if m == 0 || columns.isEmpty { return }
-        let b = w.values.pointer(as: Int8.self) + columns.lowerBound, c = acc + columns.lowerBound
+        let b = values.pointer(as: Int8.self) + columns.lowerBound, c = acc + columns.lowerBound
         if k == 0 {
             for r in 0..<m { (c + r * n).update(repeating: 0, count: columns.count) }
             return

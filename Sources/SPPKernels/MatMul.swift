@@ -1,4 +1,3 @@
-import CBLAS
 import CDNNL
 import SPPCore
 
@@ -7,11 +6,9 @@ nonisolated(unsafe) var kernelThreads = 1
 
 public enum Linear {
     /// Sets the number of threads the kernels may use: oneDNN's GEMMs (through
-    /// OpenMP, per calling thread), OpenBLAS (the conversion passes' LAPACK and
-    /// dgemm), and `Parallel`.
+    /// OpenMP, per calling thread) and `Parallel`.
     public static func setThreads(_ n: Int) {
         kernelThreads = max(n, 1)
-        openblas_set_num_threads(Int32(kernelThreads))
         omp_set_num_threads(Int32(kernelThreads))
     }
 
@@ -39,10 +36,8 @@ public enum Linear {
         setOpenMPThreads(threads ?? kernelThreads)
         let status = dnnl_sgemm(transA ? 84 : 78, transB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda),
                                 b, Int64(ldb), beta, c, Int64(ldc))
-        if status != dnnl_success {
-            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-        }
+        // It refuses only arguments the callers' shape checks exclude.
+        precondition(status == dnnl_success, "dnnl_sgemm refused \(m)×\(n)×\(k) (lda \(lda), ldb \(ldb), ldc \(ldc)): status \(status.rawValue)")
     }
 
     /// The reference the fast path is tested against: a triple loop in Double.

@@ -3,15 +3,16 @@ import SPPCore
 import Synchronization
 
 /// A constant int8 weight matrix `W [K, N]` reordered once into the blocked
-/// layout of oneDNN's matmul primitive, with the primitives that multiply u8
-/// activations by it into int32, one per row count.
+/// layout of oneDNN's matmul primitive, which multiplies u8 activations by it
+/// into int32.
 ///
 /// `dnnl_gemm_u8s8s32` repacks W on every call and cannot use oneDNN's brgemm
 /// kernels; the matmul primitive with weights in its own layout can. Measured
 /// here (one thread, AVX-512 VNNI): 935 vs 685 GOP/s at 32×384×384, 970 vs 865 at
-/// 128×384×384. A primitive is fixed to its row count M (with a run-time M oneDNN
-/// falls back to the repacking GEMM), so one is made per M on first use and
-/// kept; the weight layout does not depend on M. (Float32 weights are not packed:
+/// 128×384×384. A primitive is fixed to its shape, row count M included (with a
+/// run-time M oneDNN falls back to the repacking GEMM), so one is made per shape
+/// on first use and kept for every matrix of that shape; the weight layout does
+/// not depend on M. (Float32 weights are not packed:
 /// see `Projection`.)
 ///
 /// `init` returns nil where packing gains nothing: when oneDNN would use plain
@@ -21,10 +22,15 @@ final class PackedMatrix: @unchecked Sendable {
     let rows: Int, columns: Int
     private let weights: dnnl_memory_t
     private let weightsDescriptor: dnnl_memory_desc_t
-    private let primitives = Mutex<[Int: Primitive]>([:])
+    /// Primitives by shape, shared by every matrix of that size: a primitive depends
+    /// only on the shape, and each holds its JIT-compiled kernels (all-MiniLM's 24
+    /// products have 4 shapes at keep 1: 3.3 MB of kernel code made 6 times over).
+    private static let primitives = Mutex<[Shape: Primitive]>([:])
 
-    /// Row counts kept at once; past it the least recently made is dropped.
-    static let cachedRowCounts = 16
+    struct Shape: Hashable { let m: Int, k: Int, n: Int }
+
+    /// Primitives kept at once; past it the least recently made is dropped.
+    static let cachedPrimitives = 64
 
     /// One CPU engine for the process.
     nonisolated(unsafe) static let engine: dnnl_engine_t? = {
@@ -32,7 +38,7 @@ final class PackedMatrix: @unchecked Sendable {
         return dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success ? e : nil
     }()
 
-    /// A matmul primitive for one row count.
+    /// A matmul primitive for one shape.
     final class Primitive: @unchecked Sendable {
         let handle: dnnl_primitive_t
         let serial: Int
@@ -88,19 +94,20 @@ final class PackedMatrix: @unchecked Sendable {
 
     /// The primitive for `m` rows, made on first use.
     private func primitive(m: Int) -> Primitive? {
-        if let p = primitives.withLock({ $0[m] }) { return p }
+        let shape = Shape(m: m, k: rows, n: columns)
+        if let p = Self.primitives.withLock({ $0[shape] }) { return p }
         guard let pd = Self.descriptor(m: m, k: rows, n: columns, weights: weightsDescriptor) else { return nil }
         defer { dnnl_primitive_desc_destroy(pd) }
         var handle: dnnl_primitive_t?
         guard dnnl_primitive_create(&handle, pd) == dnnl_success, let handle else { return nil }
-        return primitives.withLock { cache in
-            if let p = cache[m] { dnnl_primitive_destroy(handle); return p }
+        return Self.primitives.withLock { cache in
+            if let p = cache[shape] { dnnl_primitive_destroy(handle); return p }
             let serial = (cache.values.map(\.serial).max() ?? 0) + 1
-            if cache.count >= Self.cachedRowCounts, let oldest = cache.min(by: { $0.value.serial < $1.value.serial }) {
+            if cache.count >= Self.cachedPrimitives, let oldest = cache.min(by: { $0.value.serial < $1.value.serial }) {
                 cache[oldest.key] = nil
             }
             let p = Primitive(handle, serial: serial)
-            cache[m] = p
+            cache[shape] = p
             return p
         }
     }

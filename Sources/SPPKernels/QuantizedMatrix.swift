@@ -5,24 +5,33 @@ import SPPCore
 /// `scales[c] = max_k |W[k, c]| / 127`, values in −127…127. Made once when a
 /// model is loaded; the int8 GEMM (`Linear.int8Gemm`) reads it as is.
 ///
-/// The parts are tensors so that a file can one day store them and skip the
-/// quantization: `init(values:scales:)` takes them as stored.
+/// `init(values:scales:)` takes the parts as a file stores them (`quantize`
+/// makes them from float32).
 public struct QuantizedMatrix: @unchecked Sendable {
-    /// int8 `[K, N]`, row-major: the layout `dnnl_gemm_u8s8s32` reads as B.
-    public let values: Tensor
+    public let rows: Int, columns: Int
     /// float32 `[N]`.
     public let scales: Tensor
     /// int32 `[N]`: `Σ_k values[k, c]`, what the activations' zero points multiply
     /// (`Σ_k (q − z) w = Σ_k q w − z Σ_k w`).
     public let columnSums: Tensor
-    /// The values in the layout of oneDNN's matmul primitive, where that is faster.
-    let packed: PackedMatrix?
+    /// The values, in one layout only.
+    let storage: Storage
 
-    /// Bytes held: values, scales, column sums and the packed copy.
-    public var byteCount: Int { values.byteCount + scales.byteCount + columnSums.byteCount + (packed?.byteCount ?? 0) }
+    enum Storage {
+        /// int8 `[K, N]`, row-major: the layout `dnnl_gemm_u8s8s32` reads as B.
+        case rowMajor(Tensor)
+        /// Reordered for oneDNN's matmul primitive, where this CPU has its kernels.
+        case packed(PackedMatrix)
+    }
 
-    public var rows: Int { values.shape[0] }
-    public var columns: Int { values.shape[1] }
+    /// Bytes held: the values, scales and column sums.
+    public var byteCount: Int {
+        let values = switch storage {
+        case let .rowMajor(t): t.byteCount
+        case let .packed(p): p.byteCount
+        }
+        return values + scales.byteCount + columnSums.byteCount
+    }
 
     /// Inner dimensions above this could overflow the int32 sums (255 · 127 · K < 2³¹).
     public static let maximumRows = 66_000
@@ -65,8 +74,10 @@ public struct QuantizedMatrix: @unchecked Sendable {
     }
 
     /// From int8 values `[K, N]` and float32 scales `[N]` (values −128 is not
-    /// produced by symmetric quantization but is accepted).
-    public init(values: Tensor, scales: Tensor) throws {
+    /// produced by symmetric quantization but is accepted). `pack`: reorder them
+    /// for oneDNN's matmul primitive where this CPU has its kernels (`PackedMatrix`);
+    /// the row-major values are then let go.
+    public init(values: Tensor, scales: Tensor, pack: Bool = true) throws {
         guard values.dtype == .int8, scales.dtype == .float32 else {
             throw KernelError.unsupportedDType(values.dtype == .int8 ? scales.dtype : values.dtype, reason: "int8 weights are int8 values with float32 scales")
         }
@@ -78,17 +89,9 @@ public struct QuantizedMatrix: @unchecked Sendable {
         let sums = Tensor(dtype: .int32, shape: [n], zeroed: true)
         let q = values.pointer(as: Int8.self), p = sums.pointer(as: Int32.self)
         for r in 0..<k { for c in 0..<n { p[c] &+= Int32(q[r * n + c]) } }
-        self.values = values
+        (rows, columns) = (k, n)
         self.scales = scales
         columnSums = sums
-        packed = PackedMatrix(values)
-    }
-
-    /// The float32 matrix these values stand for: `scales[c] · values[k, c]`.
-    public func dequantized() -> Tensor {
-        let out = Tensor(dtype: .float32, shape: values.shape)
-        let q = values.pointer(as: Int8.self), s = scales.pointer(as: Float.self), o = out.pointer(as: Float.self)
-        for r in 0..<rows { for c in 0..<columns { o[r * columns + c] = s[c] * Float(q[r * columns + c]) } }
-        return out
+        storage = (pack ? PackedMatrix(values) : nil).map { .packed($0) } ?? .rowMajor(values)
     }
 }

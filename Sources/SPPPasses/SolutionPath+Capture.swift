@@ -1,4 +1,4 @@
-import CBLAS
+import CLinalg
 import Glibc
 import SPPCore
 import SPPGraph
@@ -215,10 +215,10 @@ final class BlockBuilder {
     /// moment += rowsᵀ rows (upper triangle) through ssyrk.
     func addMoment(_ rows: [Float], count n: Int, width: Int) {
         guard n > 0, width > 0 else { return }
+        Linalg.requireLoaded()
         rows.withUnsafeBufferPointer { r in
             moment.withUnsafeMutableBufferPointer { m in
-                cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(width), Int32(n), 1, r.baseAddress, Int32(width),
-                            1, m.baseAddress, Int32(width))
+                spp_ssyrk_upper_transposed(Int32(width), Int32(n), 1, r.baseAddress, Int32(width), 1, m.baseAddress, Int32(width))
             }
         }
     }

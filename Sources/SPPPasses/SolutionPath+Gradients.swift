@@ -1,4 +1,4 @@
-import CBLAS
+import CLinalg
 import Glibc
 import SPPKernels
 
@@ -51,11 +51,11 @@ struct QuadraticLoss: Sendable {
     /// g += scale · 2 A (m − 1), through one sgemv.
     func addGradient(_ m: [Double], scale: Double, into g: inout [Double]) {
         guard size > 0 else { return }
+        Linalg.requireLoaded()
         var e = m.map { Float($0 - 1) }
         var out = [Float](repeating: 0, count: size)
         a.withUnsafeBufferPointer { pa in
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(size), Int32(size), 2, pa.baseAddress, Int32(size),
-                        &e, 1, 0, &out, 1)
+            spp_sgemv(Int32(size), Int32(size), 2, pa.baseAddress, Int32(size), &e, 0, &out)
         }
         for i in 0..<size { g[i] += scale * Double(out[i]) }
     }

@@ -214,7 +214,11 @@ public enum SolutionPath {
         let threads = o.threads > 0 ? o.threads : ProcessInfo.processInfo.activeProcessorCount
         // Blocks run concurrently, each with single-threaded BLAS.
         Linear.setThreads(1)
-        defer { Linear.setThreads(ProcessInfo.processInfo.activeProcessorCount) }
+        Linalg.setThreads(1)
+        defer {
+            Linear.setThreads(ProcessInfo.processInfo.activeProcessorCount)
+            Linalg.setThreads(ProcessInfo.processInfo.activeProcessorCount)
+        }
         var trace: [(iteration: Int, entered: Int)] = []
         let chunk = max(1, o.recordEvery)
         var k = 0

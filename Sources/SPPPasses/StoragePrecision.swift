@@ -70,12 +70,12 @@ public enum StoragePrecision: String, CaseIterable, Sendable {
             if axis == 0 {
                 for (name, t) in zip(names, parts) {
                     // Per row: the rows are the product's output columns.
-                    let q = try QuantizedMatrix(quantizing: try DataMovement.transpose(t, perm: [1, 0]))
+                    let q = try QuantizedMatrix.quantize(try DataMovement.transpose(t, perm: [1, 0]))
                     try store(name, values: try DataMovement.transpose(q.values, perm: [1, 0]),
                               scales: q.scales.reshaped([t.shape[0], 1]), as: "\(name)/scales")
                 }
             } else {
-                let q = try QuantizedMatrix(quantizing: parts.count == 1 ? parts[0] : try DataMovement.concat(parts, axis: 0))
+                let q = try QuantizedMatrix.quantize(parts.count == 1 ? parts[0] : try DataMovement.concat(parts, axis: 0))
                 var start = 0
                 for (name, t) in zip(names, parts) {
                     let rows = try DataMovement.slice(q.values, starts: [start], ends: [start + t.shape[0]], axes: [0], steps: [1])

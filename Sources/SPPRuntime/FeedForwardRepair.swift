@@ -1,4 +1,3 @@
-import CBLAS
 import SPPCore
 import SPPFormat
 import SPPKernels
@@ -48,8 +47,16 @@ public enum FeedForwardRepair {
                 throw RuntimeError.corruptPath("feed-forward repair factor has a non-positive diagonal at row \(i)")
             }
         }
-        if k > 0 {
-            cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasTrans, CblasNonUnit, Int32(k), Int32(d), 1, factor, Int32(k), &w, Int32(d))
+        // Lₖᵀ W = Zₖ by back substitution, row updates in place.
+        w.withUnsafeMutableBufferPointer { pw in
+            for i in stride(from: k - 1, through: 0, by: -1) {
+                let inverse = 1 / factor[i * k + i]
+                for c in 0..<d { pw[i * d + c] *= inverse }
+                for j in 0..<i {
+                    let f = factor[i * k + j]
+                    if f != 0 { for c in 0..<d { pw[j * d + c] -= f * pw[i * d + c] } }
+                }
+            }
         }
         var bias = zip(b2.floats, offset.floats).map { $0 + $1 }
         let mu = mean.floats

@@ -1,4 +1,3 @@
-import CBLAS
 import SPPCore
 import SPPFormat
 import SPPGraph
@@ -121,8 +120,7 @@ public enum PathLoader {
         var offsets: [String: Tensor] = [:]
         for pair in path.pairs { offsets[pair.node] = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node)) }
         // Refits, a block per task: its repair rows are read, solved against and let go, so that
-        // only a block's (per thread) is in memory at a time. The solves run on the load's threads,
-        // BLAS on one thread each (its own pool would contend with ours for the cores).
+        // only a block's (per thread) is in memory at a time. The solves run on the load's threads.
         // One slot per pair, each written by one task.
         let refitted = UnsafeMutableBufferPointer<(w2: Tensor, b2: Tensor)?>.allocate(capacity: path.pairs.count)
         refitted.initialize(repeating: nil)
@@ -152,13 +150,7 @@ public enum PathLoader {
                     refitted[p] = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
                 }
             }
-            if !refitTasks.isEmpty {
-                // Setting OpenBLAS's thread count wakes its workers, which then spin for ~0.1 s: only when solving.
-                let blasThreads = openblas_get_num_threads()
-                openblas_set_num_threads(1)
-                defer { openblas_set_num_threads(blasThreads) }
-                try decoder.run(refitTasks)
-            }
+            try decoder.run(refitTasks)
         }
         for (p, pair) in path.pairs.enumerated() {
             let node = graph.nodes[nodeIndex[pair.node]!]

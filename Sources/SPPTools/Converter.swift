@@ -153,6 +153,8 @@ extension Converter {
     func unitScores(_ graph: inout Graph, progress: (String) -> Void, stage: (String) -> Void) throws -> (UnitScores, BlockStatistics?)? {
         if options.method == .none { return nil }
         guard graph.nodes.contains(where: { $0.op == .attention || $0.op == .feedForward }) else { throw ConversionError.noBlocks }
+        // Every method factorizes: missing libraries stop it here, before any work.
+        try Linalg.load()
         switch options.method {
         case .none:
             return nil

@@ -10,6 +10,27 @@ public enum ProcessMemory {
     public static var fileBytes: Int? { status("RssFile") }
     public static var peakBytes: Int? { status("VmHWM") }
 
+    /// Resident bytes of anonymous executable mappings: kernels compiled at run
+    /// time (oneDNN's JIT code — its sgemm alone makes ~3.3 MB of it once per
+    /// process). Code like a library's, not memory the model holds.
+    public static var compiledCodeBytes: Int? {
+        // Read to the end: /proc files report size 0, and a sized read stops at the first page.
+        guard let data = FileHandle(forReadingAtPath: "/proc/self/smaps")?.readDataToEndOfFile() else { return nil }
+        let text = String(decoding: data, as: UTF8.self)
+        var total = 0, anonymousExecutable = false
+        for line in text.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard let first = fields.first else { continue }
+            if first.contains("-"), fields.count >= 5, first.allSatisfy({ $0.isHexDigit || $0 == "-" }) {
+                // "start-end perms offset dev inode [path]": no path means anonymous.
+                anonymousExecutable = fields[1].contains("x") && fields.count == 5
+            } else if anonymousExecutable, first == "Rss:", fields.count >= 2, let kb = Int(fields[1]) {
+                total += kb * 1024
+            }
+        }
+        return total
+    }
+
     /// Whether the peak could be reset.
     @discardableResult
     public static func resetPeak() -> Bool {

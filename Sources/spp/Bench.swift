@@ -66,10 +66,12 @@ struct Bench: ParsableCommand {
             if let runPeak {
                 fields.append(("run_peak_rss_mb", mb(runPeak)))
                 fields.append(("rss_ratio", String(format: "%.3f", Double(runPeak) / Double(max(held, 1)))))
-                // What the model costs: the peak less the process before loading and the library pages
-                // (file-backed: oneDNN's code) that running mapped since.
+                // What the model costs: the peak less the process before loading, the library pages
+                // (file-backed: oneDNN's code) that running mapped since and the kernels oneDNN compiled.
                 if let baseRSS, let baseFile, let endFile {
-                    let model = runPeak - baseRSS - max(0, endFile - baseFile)
+                    let code = ProcessMemory.compiledCodeBytes ?? 0
+                    fields.append(("compiled_code_mb", mb(code)))
+                    let model = runPeak - baseRSS - max(0, endFile - baseFile) - code
                     fields.append(("model_rss_mb", mb(model)))
                     fields.append(("model_rss_ratio", String(format: "%.3f", Double(model) / Double(max(held, 1)))))
                 }

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import SPPCore
 import SPPGraph
-import SPPKernels
+@testable import SPPKernels
 import SPPONNX
 import SPPPasses
 import SPPRuntime
@@ -64,13 +64,14 @@ import SPPRuntime
         let int8 = try Program(graph: graph, options: RuntimeOptions(weights: .int8))
         // float32: w [8, 16], g [5, 16], c [5].
         #expect(fp32.weightBytes == 4 * (8 * 16 + 5 * 16 + 5))
-        // int8: values, a float32 scale and an int32 column sum per output column, and the copy packed
-        // for oneDNN where this CPU has its kernels; c stays a float32 constant (the Gemm reads it as it
-        // runs). No float32 copy of w or g is kept.
-        let packed = try [graph.initializers["w"]!, DataMovement.transpose(graph.initializers["g"]!, perm: [1, 0])].map { t in
-            try QuantizedMatrix(quantizing: t).byteCount - t.count - 8 * t.shape[1]
+        // int8: the values (row-major, or only the copy packed for oneDNN where this CPU has its
+        // kernels), a float32 scale and an int32 column sum per output column; c stays a float32
+        // constant (the Gemm reads it as it runs). No float32 copy of w or g is kept.
+        let values = try [graph.initializers["w"]!, DataMovement.transpose(graph.initializers["g"]!, perm: [1, 0])].map { t in
+            let v = try QuantizedMatrix.quantize(t).values
+            return PackedMatrix(v)?.byteCount ?? v.count
         }
-        #expect(int8.weightBytes == (8 * 16 + 8 * 16) + (16 * 5 + 8 * 5) + 4 * 5 + packed.reduce(0, +))
+        #expect(int8.weightBytes == values.reduce(0, +) + 8 * 16 + 8 * 5 + 4 * 5)
         #expect(Set(int8.graph.initializers.keys) == ["c"])
         #expect(int8.releasedConstants.mapValues(\.shape) == ["w": [8, 16], "g": [5, 16]])
         #expect(int8.parameterCount == fp32.parameterCount && fp32.parameterCount == 8 * 16 + 5 * 16 + 5)

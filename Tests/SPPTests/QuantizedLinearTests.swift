@@ -67,7 +67,8 @@ import SPPRuntime
         let w = r.tensor([19, 7])
         let p = w.pointer(as: Float.self)
         for k in 0..<19 { p[k * 7 + 6] = 0 }  // an all-zero column
-        let q = try QuantizedMatrix(quantizing: w, scale: -2)
+        let q = try QuantizedMatrix.quantize(w, scale: -2)
+        let sums = try QuantizedMatrix(values: q.values, scales: q.scales).columnSums
         for c in 0..<7 {
             let column = (0..<19).map { p[$0 * 7 + c] }
             let s = column.map(abs).max()! / 127
@@ -78,7 +79,7 @@ import SPPRuntime
                 #expect(Int(v) == (s > 0 ? Int((column[k] / s).rounded(.toNearestOrEven)) : 0))
                 sum += Int32(v)
             }
-            #expect(q.columnSums.pointer(as: Int32.self)[c] == sum)
+            #expect(sums.pointer(as: Int32.self)[c] == sum)
         }
         #expect(q.values.pointer(as: Int8.self)[7 + 6] == 0)
         // The largest weight of a column is ±127 after rounding: the full symmetric range is used.
@@ -99,15 +100,15 @@ import SPPRuntime
                 var r = SeededRandom(UInt64(20 + i))
                 let x = extreme ? Tensor([Float](repeating: 1, count: s.m * s.k), shape: [s.m, s.k]) : Self.activations(rows: s.m, columns: s.k, seed: UInt64(30 + i))
                 let w = extreme ? Tensor([Float](repeating: 0.5, count: s.k * s.n), shape: [s.k, s.n]) : r.tensor([s.k, s.n])
-                let qw = try QuantizedMatrix(quantizing: w)
+                let qw = try QuantizedMatrix.quantize(w)
                 let q = QuantizedRows(x.pointer(as: Float.self), rows: s.m, columns: s.k, ld: s.k, range: range)
                 defer { q.deallocate() }
                 var fast = [Int32](repeating: 0, count: s.m * s.n), slow = fast
-                Linear.int8Product(q, qw, &fast)
+                Linear.int8Product(q, qw.values, &fast)
                 spp_gemm_u8s8s32_ref(s.m, s.n, s.k, q.values, s.k, qw.values.pointer(as: Int8.self), s.n, &slow, s.n)
                 #expect(fast == slow, "\(s) extreme \(extreme) \(range)")
                 // The matmul primitive on weights in its own layout, where this CPU has one.
-                if let packed = qw.packed {
+                if let packed = PackedMatrix(qw.values) {
                     var viaPacked = [Int32](repeating: -1, count: s.m * s.n)
                     #expect(packed.multiply(q.values, m: s.m, &viaPacked, threads: 2))
                     #expect(viaPacked == slow, "packed \(s) extreme \(extreme) \(range)")
@@ -127,11 +128,11 @@ import SPPRuntime
         for (i, s) in Self.shapes.enumerated() {
             var r = SeededRandom(UInt64(40 + i))
             let x = Self.activations(rows: s.m, columns: s.k, seed: UInt64(50 + i))
-            let qw = try QuantizedMatrix(quantizing: r.tensor([s.k, s.n]))
+            let parts = try QuantizedMatrix.quantize(r.tensor([s.k, s.n]))
             let bias = r.tensor([s.n]), before = r.tensor([s.m, s.n])
             let q = QuantizedRows(x.pointer(as: Float.self), rows: s.m, columns: s.k, ld: s.k, range: range)
             defer { q.deallocate() }
-            let wv = qw.values.pointer(as: Int8.self), ws = qw.scales.floats
+            let wv = parts.values.pointer(as: Int8.self), ws = parts.scales.floats
             var product = [Double](repeating: 0, count: s.m * s.n)
             for row in 0..<s.m {
                 for c in 0..<s.n {
@@ -140,6 +141,9 @@ import SPPRuntime
                     product[row * s.n + c] = Double(q.scales[row]) * Double(ws[c]) * Double(acc)
                 }
             }
+            // Weights packed for oneDNN's matmul (where this CPU has its kernels) and row-major.
+            for pack in [true, false] {
+            let qw = try QuantizedMatrix(values: parts.values, scales: parts.scales, pack: pack)
             for mode in ["bias", "accumulate", "overwrite"] {
                 let out = before.copy()
                 Linear.int8Gemm(m: s.m, a: x.pointer(as: Float.self), lda: s.k, w: qw,
@@ -150,7 +154,8 @@ import SPPRuntime
                 }, shape: [s.m, s.n])
                 let e = normalisedError(out, want)
                 // Measured ≤ 1.0e-7.
-                #expect(e < 4e-7, "\(s) \(mode) \(range): normalised error \(e)")
+                #expect(e < 4e-7, "\(s) \(mode) \(range) pack \(pack): normalised error \(e)")
+            }
             }
         }
     }
