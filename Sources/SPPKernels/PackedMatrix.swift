@@ -144,6 +144,7 @@ final class PackedMatrix: @unchecked Sendable {
             return nil
         }
         args[0].memory = source
+        Linear.setOpenMPThreads()
         guard dnnl_primitive_execute(reorder, stream, 2, &args) == dnnl_success, dnnl_stream_wait(stream) == dnnl_success else {
             dnnl_memory_destroy(packed)
             return nil
