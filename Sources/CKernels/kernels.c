@@ -192,6 +192,14 @@ SPP_CLONES void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, si
     }
 }
 
+SPP_CLONES void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums) {
+    for (size_t c = 0; c < cols; c++) sums[c] = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const int8_t *row = v + r * cols;
+        for (size_t c = 0; c < cols; c++) sums[c] += row[c];
+    }
+}
+
 SPP_CLONES void spp_dequantize_rows(const int32_t *acc, size_t ldacc, size_t rows, size_t cols,
                                     const float *row_scale, const int32_t *row_zero,
                                     const float *col_scale, const int32_t *col_sum,

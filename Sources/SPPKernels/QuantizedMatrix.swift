@@ -1,3 +1,4 @@
+import CKernels
 import SPPCore
 
 /// A constant weight matrix `W [K, N]` (the B of `x W`) in int8 with one
@@ -86,9 +87,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
         }
         guard values.shape[0] <= Self.maximumRows else { throw KernelError.invalidArgument("int8 weights with \(values.shape[0]) rows could overflow int32 sums (at most \(Self.maximumRows))") }
         let (k, n) = (values.shape[0], values.shape[1])
-        let sums = Tensor(dtype: .int32, shape: [n], zeroed: true)
-        let q = values.pointer(as: Int8.self), p = sums.pointer(as: Int32.self)
-        for r in 0..<k { for c in 0..<n { p[c] &+= Int32(q[r * n + c]) } }
+        let sums = Tensor(dtype: .int32, shape: [n])
+        spp_column_sums_s8(values.pointer(as: Int8.self), k, n, sums.pointer(as: Int32.self))
         (rows, columns) = (k, n)
         self.scales = scales
         columnSums = sums

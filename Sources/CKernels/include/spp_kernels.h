@@ -44,6 +44,8 @@ void spp_parallel(unsigned threads, void (*body)(void *ctx, int thread, int thre
 /// a row holding ±∞ or NaN gets scale NaN, so that its outputs are NaN as in float32.
 void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, size_t cols, int32_t levels,
                           uint8_t *q, size_t ldq, float *scale, int32_t *zero);
+/// sums[c] = Σ_r v[r, c] over a row-major int8 matrix (the int8 weights' column sums).
+void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums);
 /// y[r, c] = row_scale[r] · col_scale[c] · (acc[r, c] − row_zero[r] · col_sum[c]), plus bias[c]
 /// when bias is not NULL, else plus the y[r, c] already there when accumulate is nonzero.
 void spp_dequantize_rows(const int32_t *acc, size_t ldacc, size_t rows, size_t cols,
