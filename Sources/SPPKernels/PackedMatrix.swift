@@ -38,11 +38,14 @@ final class PackedMatrix: @unchecked Sendable {
         return dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success ? e : nil
     }()
 
-    /// A matmul primitive for one shape.
+    /// A matmul primitive for one shape, and the scratch memory each run of it needs.
     final class Primitive: @unchecked Sendable {
         let handle: dnnl_primitive_t
+        let scratchpad: dnnl_memory_desc_t
         let serial: Int
-        init(_ handle: dnnl_primitive_t, serial: Int) { (self.handle, self.serial) = (handle, serial) }
+        init(_ handle: dnnl_primitive_t, scratchpad: dnnl_memory_desc_t, serial: Int) {
+            (self.handle, self.scratchpad, self.serial) = (handle, scratchpad, serial)
+        }
         deinit { dnnl_primitive_destroy(handle) }
     }
 
@@ -75,18 +78,23 @@ final class PackedMatrix: @unchecked Sendable {
     func multiply(_ a: UnsafeRawPointer, m: Int, _ acc: UnsafeMutableRawPointer, threads: Int) -> Bool {
         guard let primitive = primitive(m: m), let engine = Self.engine else { return false }
         var src = Self.matrix(m, rows, dnnl_u8, dnnl_ab), dst = Self.matrix(m, columns, dnnl_s32, dnnl_ab)
-        var am: dnnl_memory_t?, cm: dnnl_memory_t?, stream: dnnl_stream_t?
+        var scratchDescriptor = primitive.scratchpad
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(dnnl_memory_desc_get_size(&scratchDescriptor), 1), alignment: 64)
+        var am: dnnl_memory_t?, cm: dnnl_memory_t?, sm: dnnl_memory_t?, stream: dnnl_stream_t?
         defer {
             if let am { dnnl_memory_destroy(am) }
             if let cm { dnnl_memory_destroy(cm) }
+            if let sm { dnnl_memory_destroy(sm) }
             if let stream { dnnl_stream_destroy(stream) }
+            scratch.deallocate()
         }
         guard dnnl_memory_create(&am, &src, engine, UnsafeMutableRawPointer(mutating: a)) == dnnl_success,
               dnnl_memory_create(&cm, &dst, engine, acc) == dnnl_success,
+              dnnl_memory_create(&sm, &scratchDescriptor, engine, scratch) == dnnl_success,
               dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success else { return false }
         Linear.setOpenMPThreads(threads)
         var args = [dnnl_exec_arg_t(arg: Self.argSource, memory: am), dnnl_exec_arg_t(arg: Self.argWeights, memory: weights),
-                    dnnl_exec_arg_t(arg: Self.argDestination, memory: cm)]
+                    dnnl_exec_arg_t(arg: Self.argDestination, memory: cm), dnnl_exec_arg_t(arg: Self.argScratchpad, memory: sm)]
         return withExtendedLifetime(primitive) {
             dnnl_primitive_execute(primitive.handle, stream, Int32(args.count), &args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success
         }
@@ -99,27 +107,35 @@ final class PackedMatrix: @unchecked Sendable {
         guard let pd = Self.descriptor(m: m, k: rows, n: columns, weights: weightsDescriptor) else { return nil }
         defer { dnnl_primitive_desc_destroy(pd) }
         var handle: dnnl_primitive_t?
-        guard dnnl_primitive_create(&handle, pd) == dnnl_success, let handle else { return nil }
+        guard dnnl_primitive_create(&handle, pd) == dnnl_success, let handle,
+              let scratchpad = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) else { return nil }
         return Self.primitives.withLock { cache in
             if let p = cache[shape] { dnnl_primitive_destroy(handle); return p }
             let serial = (cache.values.map(\.serial).max() ?? 0) + 1
             if cache.count >= Self.cachedPrimitives, let oldest = cache.min(by: { $0.value.serial < $1.value.serial }) {
                 cache[oldest.key] = nil
             }
-            let p = Primitive(handle, serial: serial)
+            let p = Primitive(handle, scratchpad: scratchpad.pointee, serial: serial)
             cache[shape] = p
             return p
         }
     }
 
     /// A u8 `[m, k]` × s8 `[k, n]` → s32 matmul descriptor; `weights` nil lets oneDNN choose their layout.
+    /// Each run passes its own scratchpad: a primitive keeping its own (this oneDNN's default)
+    /// must not run on two threads at once, and one primitive serves every matrix of its shape,
+    /// in every model a process runs.
     private static func descriptor(m: Int, k: Int, n: Int, weights: dnnl_memory_desc_t?) -> dnnl_primitive_desc_t? {
         var src = matrix(m, k, dnnl_u8, dnnl_ab), dst = matrix(m, n, dnnl_s32, dnnl_ab)
         var w = weights ?? matrix(k, n, dnnl_s8, dnnl_format_tag_any)
         var desc = dnnl_matmul_desc_t()
+        var attr: dnnl_primitive_attr_t?
+        guard dnnl_primitive_attr_create(&attr) == dnnl_success, let attr else { return nil }
+        defer { dnnl_primitive_attr_destroy(attr) }
         var pd: dnnl_primitive_desc_t?
-        guard dnnl_matmul_desc_init(&desc, &src, &w, nil, &dst) == dnnl_success,
-              dnnl_primitive_desc_create(&pd, &desc, nil, engine, nil) == dnnl_success else { return nil }
+        guard dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success,
+              dnnl_matmul_desc_init(&desc, &src, &w, nil, &dst) == dnnl_success,
+              dnnl_primitive_desc_create(&pd, &desc, attr, engine, nil) == dnnl_success else { return nil }
         return pd
     }
 
@@ -166,4 +182,5 @@ final class PackedMatrix: @unchecked Sendable {
     static let argSource: Int32 = 1, argFrom: Int32 = 1
     static let argDestination: Int32 = 17, argTo: Int32 = 17
     static let argWeights: Int32 = 33
+    static let argScratchpad: Int32 = 80
 }

@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Synchronization
 import Testing
 import SPPCore
 import SPPGraph
@@ -60,6 +61,28 @@ import SPPRuntime
             }
         }
         #expect(q.scales[3] == 0)
+    }
+
+    /// Matrices of one shape share oneDNN's primitive (`PackedMatrix`): products run on
+    /// several threads at once must each equal the same product run alone.
+    @Test func productsOfOneShapeRunConcurrently() throws {
+        let (m, k, n) = (128, 384, 384)
+        var r = SeededRandom(70)
+        let weights = try (0..<4).map { _ in try QuantizedMatrix(quantizing: r.tensor([k, n])) }
+        let inputs = (0..<4).map { Self.activations(rows: m, columns: k, seed: UInt64(71 + $0)) }
+        func product(_ i: Int) -> [Float] {
+            let out = Tensor(dtype: .float32, shape: [m, n])
+            Linear.int8Gemm(m: m, a: inputs[i].pointer(as: Float.self), lda: k, w: weights[i], c: out.pointer(as: Float.self), ldc: n)
+            return out.floats
+        }
+        let alone = (0..<4).map(product)
+        let results = Mutex([[Float]?](repeating: nil, count: 64))
+        DispatchQueue.concurrentPerform(iterations: 64) { j in
+            let p = product(j % 4)
+            results.withLock { $0[j] = p }
+        }
+        let together = results.withLock { $0 }
+        for j in 0..<64 { #expect(together[j] == alone[j % 4], "run \(j)") }
     }
 
     @Test func weightQuantizationFollowsTheDefinition() throws {
