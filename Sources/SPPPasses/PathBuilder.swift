@@ -42,9 +42,11 @@ public enum PathBuilder {
     public static let chunksPerPair = 8
 
     /// `repair`: per FFN node, calibration statistics of its hidden activations; with them
-    /// the pair also stores what the load-time least-squares refit of W2 needs (see `FeedForwardRepair`).
+    /// the pair also stores what the load-time least-squares refit of W2 needs (see `FeedForwardRepair`),
+    /// its covariance at rank `repairRank` plus diagonal.
     public static func build(_ graph: Graph, scores: UnitScores, method: String, repair: [String: BlockStatistics.FeedForwardStats] = [:],
-                             ridge: Double = FeedForwardRepair.defaultRidge, referenceLength: Int = 128) throws -> Result {
+                             ridge: Double = FeedForwardRepair.defaultRidge, repairRank: Int = FeedForwardRepair.defaultRank,
+                             referenceLength: Int = 128) throws -> Result {
         var g = graph
         var pairs: [PairLayout] = []
         var units: [Unit] = []
@@ -100,10 +102,11 @@ public enum PathBuilder {
             for (role, rows) in layout.rows { roleRows.append((role, try DataMovement.gather(rows, indices: perm, axis: 0))) }
             if layout.kind == .feedForward, let stats = repair[layout.node.name] {
                 let w2 = roleRows.first { $0.0 == "w2" }!.1
-                let data = try FeedForwardRepair.make(w2: w2, stats: stats, order: members.map(\.index), ridge: ridge)
-                roleRows += [(FeedForwardRepair.Role.whitenedW2, data.whitenedW2), (FeedForwardRepair.Role.gramFactor, data.gramFactor),
+                let data = try FeedForwardRepair.make(w2: w2, stats: stats, order: members.map(\.index), ridge: ridge, rank: repairRank)
+                roleRows += [(FeedForwardRepair.Role.lowRank, data.lowRank), (FeedForwardRepair.Role.diagonal, data.diagonal),
                              (FeedForwardRepair.Role.mean, data.mean)]
                 g.initializers[FeedForwardRepair.offsetName(layout.node.name)] = data.offset
+                g.initializers[FeedForwardRepair.projectionName(layout.node.name)] = data.projection
             }
             for (role, sorted) in roleRows {
                 let (names, counts) = chunk(sorted, prefix: "\(layout.node.name)/\(layout.kind.rawValue)/\(role)", into: &g)

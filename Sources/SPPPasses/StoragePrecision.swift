@@ -120,7 +120,7 @@ public enum StoragePrecision: String, CaseIterable, Sendable {
                     continue
                 }
             }
-            if pair.kind == .feedForward, let aux = auxiliary { narrow(FeedForwardRepair.offsetName(pair.node), to: aux) }
+            if pair.kind == .feedForward, let aux = auxiliary { for name in FeedForwardRepair.wholeNames(pair.node) { narrow(name, to: aux) } }
         }
         for (name, axis) in Self.gemmWeights(g) where g.initializers[name] != nil {
             if self == .int8 {

@@ -1,4 +1,3 @@
-import CBLAS
 import SPPCore
 import SPPFormat
 import SPPGraph
@@ -66,16 +65,18 @@ public enum PathLoader {
         var int8Weights: [String: Int8Weight] = [:]
         let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) } + reader.lookupTables.flatMap(\.chunks))
         let scalesNames = Set(reader.tensorEntries.compactMap { $0.encoding?.scales })
+        // The repair's whole tensors are read with its rows, only when refitting.
+        let repairNames = Set(path.pairs.filter { $0.kind == .feedForward }.flatMap { FeedForwardRepair.wholeNames($0.node) })
 
         // Plan every read: whole constants, and the kept rows of each pair's unit tensors.
-        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) && !scalesNames.contains($0.name) }
+        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) && !scalesNames.contains($0.name) && !repairNames.contains($0.name) }
         let wholeInt8 = whole.map { weights == .int8 && $0.dtype == .int8 && $0.encoding != nil }
         let wholeTensors = zip(whole, wholeInt8).map { e, int8 in Tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }
         var tasks = zip(whole, zip(wholeTensors, wholeInt8)).map { e, t in
             TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
         }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor])] = []
+        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], whole: [TensorEntryInfo])] = []
         var pairRows: [[String: UnitRows]] = []
         for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
@@ -91,22 +92,33 @@ public enum PathLoader {
                 graph.nodes[i].attributes[pair.kind == .queryKey ? "qk_ranks" : "vo_ranks"] = .ints(ranks)
                 order = (0..<n).sorted { (pair.heads[$0], $0) < (pair.heads[$1], $1) }.map(Int64.init)
             }
-            // Repair data is read only when refitting below full size — instead of W2, which at full size is exact as stored.
+            // Repair data is read only when refitting below full size, where W2 is exact as stored.
             let refit = repair && reader.entry(named: FeedForwardRepair.offsetName(pair.node)) != nil && n < pair.ranks.count
             let layouts = Dictionary(roles(pair.kind).map { ($0.0, UnitRows.Layout(order: order, transpose: $0.2)) }, uniquingKeysWith: { a, _ in a })
             var rows: [String: UnitRows] = [:]
-            for t in pair.tensors where !FeedForwardRepair.Role.all.contains(t.role) && !(refit && t.role == "w2") {
+            // Only the node's own roles: repair rows (and those of other versions) are read below or not at all.
+            for t in pair.tensors where layouts[t.role] != nil && !(refit && t.role == "w2") {
                 let unit = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
                 rows[t.role] = unit
                 tasks.append(unit.task)
             }
-            if refit { refits.append((p, pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) })) }
+            if refit {
+                let tensors = pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) || $0.role == "w2" }
+                let wholeEntries = FeedForwardRepair.wholeNames(pair.node).compactMap { reader.entry(named: $0) }
+                let missing = (FeedForwardRepair.Role.all.union(["w2"]).subtracting(tensors.map(\.role))).sorted()
+                    + FeedForwardRepair.wholeNames(pair.node).filter { reader.entry(named: $0) == nil }
+                if !missing.isEmpty {
+                    throw RuntimeError.missingRepairData(node: pair.node, missing: missing,
+                                                         retired: pair.tensors.map(\.role).filter(FeedForwardRepair.Role.retired.contains).sorted())
+                }
+                refits.append((p, tensors, wholeEntries))
+            }
             pairRows.append(rows)
         }
 
         var clock = StageClock()
         var decoder = TensorDecoder(reader: reader, threads: threads)
-        let repairEntries = try refits.flatMap { p, tensors in try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } }
+        let repairEntries = try refits.flatMap { p, tensors, _ in try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } }
         try decoder.readScales(of: tasks.flatMap(\.entries) + repairEntries)
         try decoder.run(tasks)
         clock.lap("decode")
@@ -118,11 +130,8 @@ public enum PathLoader {
                 graph.initializers[e.name] = tensor
             }
         }
-        var offsets: [String: Tensor] = [:]
-        for pair in path.pairs { offsets[pair.node] = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node)) }
-        // Refits, a block per task: its repair rows are read, solved against and let go, so that
-        // only a block's (per thread) is in memory at a time. The solves run on the load's threads,
-        // BLAS on one thread each (its own pool would contend with ours for the cores).
+        // Refits, a block per task: its repair data (and kept W2 rows, as float32) are read, solved
+        // against and let go, so that only a block's (per thread) is in memory at a time.
         // One slot per pair, each written by one task.
         let refitted = UnsafeMutableBufferPointer<(w2: Tensor, b2: Tensor)?>.allocate(capacity: path.pairs.count)
         refitted.initialize(repeating: nil)
@@ -131,13 +140,13 @@ public enum PathLoader {
             refitted.deallocate()
         }
         do {
-            let refitTasks = try refits.map { p, tensors in
+            let refitTasks = try refits.map { p, tensors, wholeEntries in
                 let pair = path.pairs[p], n = counts[p]
                 let node = graph.nodes[nodeIndex[pair.node]!]
-                guard let offset = offsets[pair.node], let b2 = graph.initializers[node.inputs[4]] else {
-                    throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
+                guard let b2 = graph.initializers[node.inputs[4]] else {
+                    throw RuntimeError.corruptPath("FFN node '\(pair.node)' lacks its b2")
                 }
-                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) }
+                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + wholeEntries
                 return TensorDecoder.Task(entries: entries) { decoder, buffers in
                     var rows: [String: Tensor] = [:]
                     for t in tensors {
@@ -145,20 +154,20 @@ public enum PathLoader {
                         try unit.read(decoder, buffers)
                         rows[t.role] = unit.tensor
                     }
-                    guard let z = rows[FeedForwardRepair.Role.whitenedW2], let l = rows[FeedForwardRepair.Role.gramFactor],
-                          let mean = rows[FeedForwardRepair.Role.mean] else {
-                        throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
+                    for e in wholeEntries {
+                        let tensor = Tensor(dtype: e.valueDType, shape: e.shape)
+                        try decoder.decode(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: true, destination: tensor.rawPointer),
+                                           buffers: buffers)
+                        rows[e.name] = tensor
                     }
-                    refitted[p] = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
+                    // Present: checked when planning.
+                    refitted[p] = try FeedForwardRepair.refit(
+                        w2: rows["w2"]!, lowRank: rows[FeedForwardRepair.Role.lowRank]!, diagonal: rows[FeedForwardRepair.Role.diagonal]!,
+                        mean: rows[FeedForwardRepair.Role.mean]!, projection: rows[FeedForwardRepair.projectionName(pair.node)]!,
+                        offset: rows[FeedForwardRepair.offsetName(pair.node)]!, b2: b2)
                 }
             }
-            if !refitTasks.isEmpty {
-                // Setting OpenBLAS's thread count wakes its workers, which then spin for ~0.1 s: only when solving.
-                let blasThreads = openblas_get_num_threads()
-                openblas_set_num_threads(1)
-                defer { openblas_set_num_threads(blasThreads) }
-                try decoder.run(refitTasks)
-            }
+            try decoder.run(refitTasks)
         }
         for (p, pair) in path.pairs.enumerated() {
             let node = graph.nodes[nodeIndex[pair.node]!]

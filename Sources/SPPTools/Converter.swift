@@ -35,6 +35,8 @@ public struct Converter {
         public var path = SolutionPath.Options()
         /// Relative ridge of the load-time FFN refit whose statistics data-aware methods store; 0 stores none.
         public var repairRidge = FeedForwardRepair.defaultRidge
+        /// Rank of the covariance that refit stores (plus its diagonal).
+        public var repairRank = FeedForwardRepair.defaultRank
         /// Precision the weights are stored at.
         public var weights = StoragePrecision.fp32
         public init() {}
@@ -91,7 +93,8 @@ public struct Converter {
         var costTable: [CostLevel] = []
         if let (scores, statistics) = try unitScores(&graph, progress: progress, stage: stage) {
             let repair = options.repairRidge > 0 ? statistics?.feedForward ?? [:] : [:]
-            let built = try PathBuilder.build(graph, scores: scores, method: options.method.rawValue, repair: repair, ridge: options.repairRidge)
+            let built = try PathBuilder.build(graph, scores: scores, method: options.method.rawValue, repair: repair, ridge: options.repairRidge,
+                                             repairRank: options.repairRank)
             graph = built.graph
             path = built.path
             costTable = built.costTable
@@ -108,7 +111,8 @@ public struct Converter {
             options: ["method": options.method.rawValue, "compression-level": String(options.compressionLevel),
                       "disabled-passes": options.disabledPasses.sorted().joined(separator: ","),
                       "calibration": options.calibration.map { ($0 as NSString).lastPathComponent } ?? "",
-                      "samples": String(options.samples), "max-length": String(options.maxLength), "weights": options.weights.rawValue],
+                      "samples": String(options.samples), "max-length": String(options.maxLength), "weights": options.weights.rawValue,
+                      "repair-ridge": String(options.repairRidge), "repair-rank": String(options.repairRank)],
             passes: summary.passes.map { .init(name: $0.name, changes: $0.changes) })
         // Token embeddings are stored in row chunks, read on demand at run time.
         let lookupTables = LookupTable.split(&graph)
