@@ -2,53 +2,74 @@ import SPPCore
 import SPPRuntime
 
 extension FeedForwardRepair {
-    /// Rank r of the stored covariance U Uᵀ + diag(e) (see `FeedForwardRepair`).
-    /// Measured on all-MiniLM-L6-v2 (svd, debdesc): see `spp convert --repair-rank`.
-    public static let defaultRank = 32
-
-    /// What a pair stores for the refit (see `FeedForwardRepair`): per-neuron rows in path order, and whole tensors.
+    /// What a pair stores for the refit (see `FeedForwardRepair`), per neuron in path order.
     public struct Stored {
-        /// U [n, r], e [n], μ [n], in path order.
-        public var lowRank: Tensor
-        public var diagonal: Tensor
+        /// Z = M̃⁻ᵀ W2 [n, d].
+        public var whitenedW2: Tensor
+        /// The strictly lower triangle of M = L⁻¹ as int8 [n, n] (zero on and above the
+        /// diagonal), with a scale per row [n, 1]: M̃ = values × scales + diag(diagonal).
+        public var inverseFactor: Tensor
+        public var inverseScales: Tensor
+        /// M's diagonal [n], float32 (the largest entry of each row: kept out of the int8 scale).
+        public var inverseDiagonal: Tensor
+        /// μ [n], and the whole offset μ W2 [d].
         public var mean: Tensor
-        /// G = Uᵀ W2 [r, d] and μ W2 [d].
-        public var projection: Tensor
         public var offset: Tensor
     }
 
     /// `w2`: [n, d] rows already in path order; `order[i]`: the original neuron of row i.
-    /// `rank`: r, at most n.
-    public static func make(w2: Tensor, stats: BlockStatistics.FeedForwardStats, order: [Int], ridge: Double,
-                            rank: Int = defaultRank) throws -> Stored {
-        let n = order.count, d = w2.shape[1], r = min(max(rank, 1), n)
+    public static func make(w2: Tensor, stats: BlockStatistics.FeedForwardStats, order: [Int], ridge: Double) throws -> Stored {
+        let n = order.count, d = w2.shape[1]
         precondition(stats.covariance.rows == n && stats.mean.count == n, "statistics of \(stats.covariance.rows) neurons for \(n) units")
         var a = Matrix.zeros(n, n)
         for i in 0..<n { for j in 0..<n { a[i, j] = stats.covariance[order[i], order[j]] } }
         var trace = 0.0
         for i in 0..<n { trace += a[i, i] }
-        // e ≥ λ > 0 keeps U Uᵀ + diag(e) positive definite however few calibration tokens there were.
-        let lambda = max(ridge, 1e-9) * max(trace / Double(max(n, 1)), 1e-12)
-        let (values, vectors) = try Linalg.symmetricEigen(a)
-        // U, rounded to what is stored: G and e are made from the stored values, so the
-        // load-time H = G − U_Sᵀ W2_S vanishes at S = all up to G's own rounding.
-        var u = [Float](repeating: 0, count: n * r)
-        for j in 0..<r {
-            let root = max(values[j], 0).squareRoot()
-            for i in 0..<n { u[i * r + j] = Float(vectors[i, j] * root) }
+        // Few calibration tokens leave C singular, and its float sums may round it
+        // indefinite: the ridge then grows until the factorization holds.
+        let scale = max(trace / Double(max(n, 1)), 1e-12)
+        var lambda = max(ridge, 1e-9) * scale
+        var l: Matrix
+        while true {
+            var shifted = a
+            for i in 0..<n { shifted[i, i] += lambda }
+            do {
+                l = try Linalg.cholesky(shifted)
+                break
+            } catch LinalgError.notPositiveDefinite(_, _) where lambda < scale {
+                lambda *= 10
+            }
         }
-        let e = (0..<n).map { i in
-            let captured = (0..<r).reduce(0.0) { $0 + Double(u[i * r + $1]) * Double(u[i * r + $1]) }
-            return max(a[i, i] - captured, 0) + lambda
+        // M = L⁻¹ = (L⁻ᵀ)ᵀ, lower triangular.
+        let inverse = Linalg.solveUpperTriangular(l.transposed, Matrix.identity(n)).transposed
+        // int8 per row below the diagonal; M̃ is what the loader will expand (float q × scale),
+        // and Z is made from M̃, so M̃ᵀ Z = W2 at S = all whatever the rounding.
+        var values = [Int8](repeating: 0, count: n * n), scales = [Float](repeating: 1, count: n)
+        var diagonal = [Float](repeating: 0, count: n)
+        var stored = Matrix.zeros(n, n)
+        for i in 0..<n {
+            var largest = 0.0
+            for j in 0..<i { largest = max(largest, abs(inverse[i, j])) }
+            if largest > 0 { scales[i] = Float(largest / 127) }
+            for j in 0..<i {
+                let q = Int8(max(-127, min(127, (inverse[i, j] / Double(scales[i])).rounded())))
+                values[i * n + j] = q
+                stored[i, j] = Double(Float(q) * scales[i])
+            }
+            diagonal[i] = Float(inverse[i, i])
+            stored[i, i] = Double(diagonal[i])
         }
-        let w = w2.floats
-        var g = [Double](repeating: 0, count: r * d)
-        for i in 0..<n { for j in 0..<r { let uij = Double(u[i * r + j]); for c in 0..<d { g[j * d + c] += uij * Double(w[i * d + c]) } } }
+        let w = Matrix(rows: n, cols: d, data: w2.floats.map { Double($0) })
+        let z = Linalg.solveUpperTriangular(stored.transposed, w)
         let mu = order.map { stats.mean[$0] }
         var offset = [Double](repeating: 0, count: d)
-        for i in 0..<n { for c in 0..<d { offset[c] += mu[i] * Double(w[i * d + c]) } }
-        return Stored(lowRank: Tensor(u, shape: [n, r]), diagonal: Tensor(e.map { Float($0) }, shape: [n]),
+        for i in 0..<n { for c in 0..<d { offset[c] += mu[i] * w[i, c] } }
+        let factor = Tensor(dtype: .int8, shape: [n, n])
+        values.withUnsafeBytes { factor.rawPointer.copyMemory(from: $0.baseAddress!, byteCount: n * n) }
+        return Stored(whitenedW2: Tensor(z.data.map { Float($0) }, shape: [n, d]),
+                      inverseFactor: factor, inverseScales: Tensor(scales, shape: [n, 1]),
+                      inverseDiagonal: Tensor(diagonal, shape: [n]),
                       mean: Tensor(mu.map { Float($0) }, shape: [n]),
-                      projection: Tensor(g.map { Float($0) }, shape: [r, d]), offset: Tensor(offset.map { Float($0) }, shape: [d]))
+                      offset: Tensor(offset.map { Float($0) }, shape: [d]))
     }
 }

@@ -65,8 +65,8 @@ public enum PathLoader {
         var int8Weights: [String: Int8Weight] = [:]
         let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) } + reader.lookupTables.flatMap(\.chunks))
         let scalesNames = Set(reader.tensorEntries.compactMap { $0.encoding?.scales })
-        // The repair's whole tensors are read with its rows, only when refitting.
-        let repairNames = Set(path.pairs.filter { $0.kind == .feedForward }.flatMap { FeedForwardRepair.wholeNames($0.node) })
+        // The repair's offsets are read with its rows, only when refitting.
+        let repairNames = Set(path.pairs.filter { $0.kind == .feedForward }.map { FeedForwardRepair.offsetName($0.node) })
 
         // Plan every read: whole constants, and the kept rows of each pair's unit tensors.
         let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) && !scalesNames.contains($0.name) && !repairNames.contains($0.name) }
@@ -76,7 +76,7 @@ public enum PathLoader {
             TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
         }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], whole: [TensorEntryInfo])] = []
+        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo)] = []
         var pairRows: [[String: UnitRows]] = []
         for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
@@ -92,26 +92,25 @@ public enum PathLoader {
                 graph.nodes[i].attributes[pair.kind == .queryKey ? "qk_ranks" : "vo_ranks"] = .ints(ranks)
                 order = (0..<n).sorted { (pair.heads[$0], $0) < (pair.heads[$1], $1) }.map(Int64.init)
             }
-            // Repair data is read only when refitting below full size, where W2 is exact as stored.
-            let refit = repair && reader.entry(named: FeedForwardRepair.offsetName(pair.node)) != nil && n < pair.ranks.count
+            // Repair data is read only when refitting below full size — instead of W2, which at full size is exact as stored.
+            let offset = reader.entry(named: FeedForwardRepair.offsetName(pair.node))
+            let refit = repair && offset != nil && n < pair.ranks.count
             let layouts = Dictionary(roles(pair.kind).map { ($0.0, UnitRows.Layout(order: order, transpose: $0.2)) }, uniquingKeysWith: { a, _ in a })
             var rows: [String: UnitRows] = [:]
-            // Only the node's own roles: repair rows (and those of other versions) are read below or not at all.
+            // Only the node's own roles: the repair's rows (and any of other versions) are read below or not at all.
             for t in pair.tensors where layouts[t.role] != nil && !(refit && t.role == "w2") {
                 let unit = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
                 rows[t.role] = unit
                 tasks.append(unit.task)
             }
-            if refit {
-                let tensors = pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) || $0.role == "w2" }
-                let wholeEntries = FeedForwardRepair.wholeNames(pair.node).compactMap { reader.entry(named: $0) }
-                let missing = (FeedForwardRepair.Role.all.union(["w2"]).subtracting(tensors.map(\.role))).sorted()
-                    + FeedForwardRepair.wholeNames(pair.node).filter { reader.entry(named: $0) == nil }
-                if !missing.isEmpty {
+            if refit, let offset {
+                let tensors = pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) }
+                let missing = FeedForwardRepair.Role.all.subtracting(tensors.map(\.role)).sorted()
+                guard missing.isEmpty else {
                     throw RuntimeError.missingRepairData(node: pair.node, missing: missing,
                                                          retired: pair.tensors.map(\.role).filter(FeedForwardRepair.Role.retired.contains).sorted())
                 }
-                refits.append((p, tensors, wholeEntries))
+                refits.append((p, tensors, offset))
             }
             pairRows.append(rows)
         }
@@ -130,9 +129,9 @@ public enum PathLoader {
                 graph.initializers[e.name] = tensor
             }
         }
-        // Refits, a block per task: its repair data (and kept W2 rows, as float32) are read, solved
-        // against and let go, so that only a block's (per thread) is in memory at a time.
-        // One slot per pair, each written by one task.
+        // Refits, a block per task: its repair data are read, solved against and let go, so
+        // that only a block's (per thread) is in memory at a time. One slot per pair, each
+        // written by one task.
         let refitted = UnsafeMutableBufferPointer<(w2: Tensor, b2: Tensor)?>.allocate(capacity: path.pairs.count)
         refitted.initialize(repeating: nil)
         defer {
@@ -140,31 +139,28 @@ public enum PathLoader {
             refitted.deallocate()
         }
         do {
-            let refitTasks = try refits.map { p, tensors, wholeEntries in
+            let refitTasks = try refits.map { p, tensors, offsetEntry in
                 let pair = path.pairs[p], n = counts[p]
                 let node = graph.nodes[nodeIndex[pair.node]!]
                 guard let b2 = graph.initializers[node.inputs[4]] else {
                     throw RuntimeError.corruptPath("FFN node '\(pair.node)' lacks its b2")
                 }
-                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + wholeEntries
+                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + [offsetEntry]
                 return TensorDecoder.Task(entries: entries) { decoder, buffers in
                     var rows: [String: Tensor] = [:]
-                    for t in tensors {
+                    for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
                         let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
                         try unit.read(decoder, buffers)
                         rows[t.role] = unit.tensor
                     }
-                    for e in wholeEntries {
-                        let tensor = Tensor(dtype: e.valueDType, shape: e.shape)
-                        try decoder.decode(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: true, destination: tensor.rawPointer),
-                                           buffers: buffers)
-                        rows[e.name] = tensor
-                    }
+                    let offset = Tensor(dtype: offsetEntry.valueDType, shape: offsetEntry.shape)
+                    try decoder.decode(TensorDecoder.Job(entry: offsetEntry, rows: TensorDecoder.rowCount(offsetEntry), asValue: true,
+                                                         destination: offset.rawPointer), buffers: buffers)
                     // Present: checked when planning.
-                    refitted[p] = try FeedForwardRepair.refit(
-                        w2: rows["w2"]!, lowRank: rows[FeedForwardRepair.Role.lowRank]!, diagonal: rows[FeedForwardRepair.Role.diagonal]!,
-                        mean: rows[FeedForwardRepair.Role.mean]!, projection: rows[FeedForwardRepair.projectionName(pair.node)]!,
-                        offset: rows[FeedForwardRepair.offsetName(pair.node)]!, b2: b2)
+                    let factor = try inverseFactor(reader, tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }!, count: n,
+                                                   diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
+                    refitted[p] = try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
+                                                              mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2)
                 }
             }
             try decoder.run(refitTasks)
@@ -193,6 +189,33 @@ public enum PathLoader {
         clock.lap("repair")
         return Loaded(graph: graph, int8Weights: int8Weights, bytesRead: decoder.bytesRead, bytesDecoded: decoder.bytesDecoded,
                       stages: clock.stages)
+    }
+
+    /// M_SS [k, k] of the repair (see `FeedForwardRepair`): the first `k` rows of the int8 chunks,
+    /// rows [a, b) stored [b − a, b], expanded, and the diagonal set from `diagonal`.
+    static func inverseFactor(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count k: Int, diagonal: Tensor,
+                              _ decoder: TensorDecoder, _ buffers: FrameBuffers) throws -> Tensor {
+        guard diagonal.shape == [k], diagonal.dtype == .float32 else {
+            throw RuntimeError.corruptPath("repair factor diagonal \(diagonal.shape) does not fit \(k) kept units")
+        }
+        let m = Tensor(dtype: .float32, shape: [k, k], zeroed: true)
+        let pm = m.pointer(as: Float.self), pd = diagonal.pointer(as: Float.self)
+        var start = 0
+        for (e, take) in try UnitRows.parts(reader, t, count: k) {
+            let rows = e.shape[0]
+            guard e.shape == [rows, start + rows], e.dtype == .int8, e.encoding?.scales != nil else {
+                throw RuntimeError.corruptPath("repair factor chunk '\(e.name)' is \(e.dtype) \(Tensor.describe(e.shape)), not int8 rows of its \(start + rows) leading columns")
+            }
+            let width = start + rows
+            let scratch = Tensor(dtype: .float32, shape: [take, width])
+            try decoder.decode(TensorDecoder.Job(entry: e, rows: take, asValue: true, destination: scratch.rawPointer), buffers: buffers)
+            // Columns ≥ k of a kept row lie above the diagonal: zero, and not part of M_SS.
+            let ps = scratch.pointer(as: Float.self), used = min(width, k)
+            for r in 0..<take { (pm + (start + r) * k).update(from: ps + r * width, count: used) }
+            start += take
+        }
+        for i in 0..<k { pm[i * k + i] = pd[i] }
+        return m
     }
 
     /// Which node input each stored role becomes, and whether it is stored transposed

@@ -12,9 +12,9 @@ public enum PathSummary {
             guard !pairs.isEmpty else { continue }
             lines.append("  \(kind.rawValue): \(pairs.count) pairs, \(pairs.reduce(0) { $0 + $1.ranks.count }) units")
         }
-        let repairable = path.pairs.filter { $0.tensors.contains { $0.role == FeedForwardRepair.Role.lowRank } }.count
+        let repairable = path.pairs.filter { $0.tensors.contains { $0.role == FeedForwardRepair.Role.inverseFactor } }.count
         if repairable > 0 {
-            lines.append("  repair: \(repairable) FFN pairs refit W2 by least squares below full size from a low-rank + diagonal covariance (--no-repair to skip)")
+            lines.append("  repair: \(repairable) FFN pairs refit W2 by least squares below full size (--no-repair to skip)")
         }
         guard !costTable.isEmpty else { return lines }
         let length = costTable.first?.referenceLength ?? 0

@@ -41,7 +41,6 @@ struct Convert: ParsableCommand {
     @Option(help: "spp: coupling ν between masks and the sparse estimate.") var nu: Double?
     @Option(help: "spp: iterations of the path.") var iterations: Int?
     @Option(help: "Relative ridge of the load-time least-squares refit of pruned FFN blocks (svd, spp); 0 stores no refit data.") var repairRidge: Double = Converter.Options().repairRidge
-    @Option(help: "Rank of the low-rank-plus-diagonal covariance the FFN refit stores (reads k·r floats per pruned block).") var repairRank: Int = Converter.Options().repairRank
     @Option(help: "spp: block loss normalisation: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", ")).")
     var pathLoss: String?
 
@@ -64,8 +63,6 @@ struct Convert: ParsableCommand {
         if let nu { options.path.nu = nu }
         if let iterations { options.path.iterations = iterations }
         options.repairRidge = repairRidge
-        guard repairRank >= 1 else { throw ValidationError("--repair-rank must be at least 1") }
-        options.repairRank = repairRank
         options.weights = weights
         if let pathLoss {
             guard let n = SolutionPath.Normalization(rawValue: pathLoss) else {
