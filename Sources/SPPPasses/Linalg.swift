@@ -123,23 +123,6 @@ public enum Linalg {
         return (u, s, vt)
     }
 
-    /// Eigen-decomposition of a symmetric matrix, A = V diag(λ) Vᵀ with λ descending;
-    /// column i of V is the eigenvector of λ[i]. Reads the lower triangle (LAPACK dsyevd).
-    public static func symmetricEigen(_ a: Matrix) throws -> (values: [Double], vectors: Matrix) {
-        precondition(a.rows == a.cols)
-        let n = a.rows
-        var v = a
-        var w = [Double](repeating: 0, count: n)
-        if n == 0 { return ([], v) }
-        let info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "V")), Int8(UInt8(ascii: "L")), Int32(n), &v.data, Int32(n), &w)
-        if info > 0 { throw LinalgError.didNotConverge(routine: "dsyevd") }
-        if info < 0 { throw LinalgError.lapack(routine: "dsyevd", info: info) }
-        // LAPACK orders them ascending.
-        var sorted = Matrix.zeros(n, n)
-        for i in 0..<n { for j in 0..<n { sorted[i, j] = v[i, n - 1 - j] } }
-        return (w.reversed(), sorted)
-    }
-
     /// X with R X = B for upper-triangular R (BLAS dtrsm).
     public static func solveUpperTriangular(_ r: Matrix, _ b: Matrix) -> Matrix {
         precondition(r.rows == r.cols && r.rows == b.rows)

@@ -253,5 +253,17 @@ import SPPRuntime
                                                        retired: ["gram_factor"])) {
             try PathLoader.load(SPPReader(path: oldFile), keep: 0.5)
         }
+
+        // A factor chunk of the wrong width is a typed error, not a crash.
+        var bad = built
+        let chunk = try #require(bad.path.pairs.first { $0.kind == .feedForward }?.tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }?.chunks.first)
+        let rows = try #require(bad.graph.initializers[chunk]?.shape.first)
+        bad.graph.initializers[chunk] = Tensor(dtype: .int8, shape: [rows, rows + 1], zeroed: true)
+        let badFile = dir.appendingPathComponent("bad.spp").path
+        try SPPWriter.write(SPPModel(graph: bad.graph, provenance: Provenance(), pruningPath: bad.path, costTable: bad.costTable, encodings: bad.encodings), to: badFile)
+        #expect(performing: { try PathLoader.load(SPPReader(path: badFile), keep: 0.5) }, throws: { error in
+            if case RuntimeError.corruptPath = error { return true }
+            return false
+        })
     }
 }
