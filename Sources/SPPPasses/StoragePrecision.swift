@@ -15,8 +15,8 @@ import SPPRuntime
 ///   so any prefix of units keeps its scales; where units are rows (Wo, W2) one
 ///   scale per column over all rows serves every prefix.
 /// - Token embeddings (lookup tables) and the FFN repair data are stored in
-///   float16 for fp16 and int8 (bfloat16 for bf16): int8 would need per-row
-///   scales for little gain, and the repair is solved in float32 when loading.
+///   float16 for fp16 and int8 (bfloat16 for bf16), except the repair's inverse
+///   factor, int8 in every file (see `FeedForwardRepair`).
 /// - Everything else (biases, norms, position embeddings) stays float32, as does
 ///   a tensor float16 cannot hold (a value beyond ±65504 or not finite).
 public enum StoragePrecision: String, CaseIterable, Sendable {

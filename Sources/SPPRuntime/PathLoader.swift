@@ -65,16 +65,18 @@ public enum PathLoader {
         var int8Weights: [String: Int8Weight] = [:]
         let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) } + reader.lookupTables.flatMap(\.chunks))
         let scalesNames = Set(reader.tensorEntries.compactMap { $0.encoding?.scales })
+        // The repair's offsets are read with its rows, only when refitting.
+        let repairNames = Set(path.pairs.filter { $0.kind == .feedForward }.map { FeedForwardRepair.offsetName($0.node) })
 
         // Plan every read: whole constants, and the kept rows of each pair's unit tensors.
-        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) && !scalesNames.contains($0.name) }
+        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) && !scalesNames.contains($0.name) && !repairNames.contains($0.name) }
         let wholeInt8 = whole.map { weights == .int8 && $0.dtype == .int8 && $0.encoding != nil }
         let wholeTensors = zip(whole, wholeInt8).map { e, int8 in Tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }
         var tasks = zip(whole, zip(wholeTensors, wholeInt8)).map { e, t in
             TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
         }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor])] = []
+        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo)] = []
         var pairRows: [[String: UnitRows]] = []
         for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
@@ -91,21 +93,31 @@ public enum PathLoader {
                 order = (0..<n).sorted { (pair.heads[$0], $0) < (pair.heads[$1], $1) }.map(Int64.init)
             }
             // Repair data is read only when refitting below full size — instead of W2, which at full size is exact as stored.
-            let refit = repair && reader.entry(named: FeedForwardRepair.offsetName(pair.node)) != nil && n < pair.ranks.count
+            let offset = reader.entry(named: FeedForwardRepair.offsetName(pair.node))
+            let refit = repair && offset != nil && n < pair.ranks.count
             let layouts = Dictionary(roles(pair.kind).map { ($0.0, UnitRows.Layout(order: order, transpose: $0.2)) }, uniquingKeysWith: { a, _ in a })
             var rows: [String: UnitRows] = [:]
-            for t in pair.tensors where !FeedForwardRepair.Role.all.contains(t.role) && !(refit && t.role == "w2") {
+            // Only the node's own roles: the repair's rows (and any of other versions) are read below or not at all.
+            for t in pair.tensors where layouts[t.role] != nil && !(refit && t.role == "w2") {
                 let unit = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
                 rows[t.role] = unit
                 tasks.append(unit.task)
             }
-            if refit { refits.append((p, pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) })) }
+            if refit, let offset {
+                let tensors = pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) }
+                let missing = FeedForwardRepair.Role.all.subtracting(tensors.map(\.role)).sorted()
+                guard missing.isEmpty else {
+                    throw RuntimeError.missingRepairData(node: pair.node, missing: missing,
+                                                         retired: pair.tensors.map(\.role).filter(FeedForwardRepair.Role.retired.contains).sorted())
+                }
+                refits.append((p, tensors, offset))
+            }
             pairRows.append(rows)
         }
 
         var clock = StageClock()
         var decoder = TensorDecoder(reader: reader, threads: threads)
-        let repairEntries = try refits.flatMap { p, tensors in try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } }
+        let repairEntries = try refits.flatMap { p, tensors, _ in try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } }
         try decoder.readScales(of: tasks.flatMap(\.entries) + repairEntries)
         try decoder.run(tasks)
         clock.lap("decode")
@@ -117,11 +129,9 @@ public enum PathLoader {
                 graph.initializers[e.name] = tensor
             }
         }
-        var offsets: [String: Tensor] = [:]
-        for pair in path.pairs { offsets[pair.node] = graph.initializers.removeValue(forKey: FeedForwardRepair.offsetName(pair.node)) }
-        // Refits, a block per task: its repair rows are read, solved against and let go, so that
-        // only a block's (per thread) is in memory at a time. The solves run on the load's threads.
-        // One slot per pair, each written by one task.
+        // Refits, a block per task: its repair data are read, solved against and let go, so
+        // that only a block's (per thread) is in memory at a time. One slot per pair, each
+        // written by one task.
         let refitted = UnsafeMutableBufferPointer<(w2: Tensor, b2: Tensor)?>.allocate(capacity: path.pairs.count)
         refitted.initialize(repeating: nil)
         defer {
@@ -129,25 +139,28 @@ public enum PathLoader {
             refitted.deallocate()
         }
         do {
-            let refitTasks = try refits.map { p, tensors in
+            let refitTasks = try refits.map { p, tensors, offsetEntry in
                 let pair = path.pairs[p], n = counts[p]
                 let node = graph.nodes[nodeIndex[pair.node]!]
-                guard let offset = offsets[pair.node], let b2 = graph.initializers[node.inputs[4]] else {
-                    throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
+                guard let b2 = graph.initializers[node.inputs[4]] else {
+                    throw RuntimeError.corruptPath("FFN node '\(pair.node)' lacks its b2")
                 }
-                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) }
+                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + [offsetEntry]
                 return TensorDecoder.Task(entries: entries) { decoder, buffers in
                     var rows: [String: Tensor] = [:]
-                    for t in tensors {
+                    for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
                         let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
                         try unit.read(decoder, buffers)
                         rows[t.role] = unit.tensor
                     }
-                    guard let z = rows[FeedForwardRepair.Role.whitenedW2], let l = rows[FeedForwardRepair.Role.gramFactor],
-                          let mean = rows[FeedForwardRepair.Role.mean] else {
-                        throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its repair data")
-                    }
-                    refitted[p] = try FeedForwardRepair.refit(whitenedW2: z, gramFactor: l, mean: mean, offset: offset, b2: b2)
+                    let offset = Tensor(dtype: offsetEntry.valueDType, shape: offsetEntry.shape)
+                    try decoder.decode(TensorDecoder.Job(entry: offsetEntry, rows: TensorDecoder.rowCount(offsetEntry), asValue: true,
+                                                         destination: offset.rawPointer), buffers: buffers)
+                    // Present: checked when planning.
+                    let factor = try inverseFactor(reader, tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }!, count: n,
+                                                   diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
+                    refitted[p] = try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
+                                                              mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2)
                 }
             }
             try decoder.run(refitTasks)
@@ -176,6 +189,33 @@ public enum PathLoader {
         clock.lap("repair")
         return Loaded(graph: graph, int8Weights: int8Weights, bytesRead: decoder.bytesRead, bytesDecoded: decoder.bytesDecoded,
                       stages: clock.stages)
+    }
+
+    /// M_SS [k, k] of the repair (see `FeedForwardRepair`): the first `k` rows of the int8 chunks,
+    /// rows [a, b) stored [b − a, b], expanded, and the diagonal set from `diagonal`.
+    static func inverseFactor(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count k: Int, diagonal: Tensor,
+                              _ decoder: TensorDecoder, _ buffers: FrameBuffers) throws -> Tensor {
+        guard diagonal.shape == [k], diagonal.dtype == .float32 else {
+            throw RuntimeError.corruptPath("repair factor diagonal \(diagonal.shape) does not fit \(k) kept units")
+        }
+        let m = Tensor(dtype: .float32, shape: [k, k], zeroed: true)
+        let pm = m.pointer(as: Float.self), pd = diagonal.pointer(as: Float.self)
+        var start = 0
+        for (e, take) in try UnitRows.parts(reader, t, count: k) {
+            let rows = e.shape[0]
+            guard e.shape == [rows, start + rows], e.dtype == .int8, e.encoding?.scales != nil else {
+                throw RuntimeError.corruptPath("repair factor chunk '\(e.name)' is \(e.dtype) \(Tensor.describe(e.shape)), not int8 rows of its \(start + rows) leading columns")
+            }
+            let width = start + rows
+            let scratch = Tensor(dtype: .float32, shape: [take, width])
+            try decoder.decode(TensorDecoder.Job(entry: e, rows: take, asValue: true, destination: scratch.rawPointer), buffers: buffers)
+            // Columns ≥ k of a kept row lie above the diagonal: zero, and not part of M_SS.
+            let ps = scratch.pointer(as: Float.self), used = min(width, k)
+            for r in 0..<take { (pm + (start + r) * k).update(from: ps + r * width, count: used) }
+            start += take
+        }
+        for i in 0..<k { pm[i * k + i] = pd[i] }
+        return m
     }
 
     /// Which node input each stored role becomes, and whether it is stored transposed

@@ -17,7 +17,9 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
     /// What a file's weights run as unless told otherwise: int8 when it stores
     /// GEMM weights in int8, else fp32.
     public static func stored(in reader: SPPReader) -> WeightPrecision {
-        reader.tensorEntries.contains { $0.dtype == .int8 && $0.encoding != nil } ? .int8 : .fp32
+        // The repair's inverse factor is int8 in every file: it says nothing of the weights.
+        let repair = Set((reader.pruningPath?.pairs ?? []).flatMap { $0.tensors.filter { $0.role == FeedForwardRepair.Role.inverseFactor }.flatMap(\.chunks) })
+        return reader.tensorEntries.contains { $0.dtype == .int8 && $0.encoding != nil && !repair.contains($0.name) } ? .int8 : .fp32
     }
 }
 

@@ -13,6 +13,9 @@ public enum RuntimeError: Error, CustomStringConvertible, Equatable {
     case invalidKeep(Double)
     case noPruningPath
     case corruptPath(String)
+    /// An FFN pair stores repair data this loader cannot refit from: `missing` names what it lacks,
+    /// `retired` the unit tensors of an older repair it has instead.
+    case missingRepairData(node: String, missing: [String], retired: [String])
 
     public var description: String {
         switch self {
@@ -30,6 +33,10 @@ public enum RuntimeError: Error, CustomStringConvertible, Equatable {
         case let .invalidKeep(k): return "keep ratio \(k) is outside (0, 1]"
         case .noPruningPath: return "this model has no pruning path, so it only loads at keep 1.0; convert it with --method spp (or svd, magnitude)"
         case let .corruptPath(reason): return "the pruning path in this file is inconsistent: \(reason)"
+        case let .missingRepairData(node, missing, retired):
+            let older = retired.isEmpty ? "" : " (it stores \(retired.joined(separator: ", ")) of an older exact repair)"
+            return "FFN node '\(node)' lacks the repair data \(missing.joined(separator: ", "))\(older): "
+                + "convert the model again to refit below keep 1, or load it with --no-repair"
         }
     }
 }

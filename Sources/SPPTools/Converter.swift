@@ -89,12 +89,14 @@ public struct Converter {
 
         var path: PruningPath? = nil
         var costTable: [CostLevel] = []
+        var encodings: [String: ValueEncoding] = [:]
         if let (scores, statistics) = try unitScores(&graph, progress: progress, stage: stage) {
             let repair = options.repairRidge > 0 ? statistics?.feedForward ?? [:] : [:]
             let built = try PathBuilder.build(graph, scores: scores, method: options.method.rawValue, repair: repair, ridge: options.repairRidge)
             graph = built.graph
             path = built.path
             costTable = built.costTable
+            encodings = built.encodings
             summary.prunableParameters = built.path.prunableParameters
             stage("path")
         }
@@ -108,11 +110,13 @@ public struct Converter {
             options: ["method": options.method.rawValue, "compression-level": String(options.compressionLevel),
                       "disabled-passes": options.disabledPasses.sorted().joined(separator: ","),
                       "calibration": options.calibration.map { ($0 as NSString).lastPathComponent } ?? "",
-                      "samples": String(options.samples), "max-length": String(options.maxLength), "weights": options.weights.rawValue],
+                      "samples": String(options.samples), "max-length": String(options.maxLength), "weights": options.weights.rawValue,
+                      "repair-ridge": String(options.repairRidge)],
             passes: summary.passes.map { .init(name: $0.name, changes: $0.changes) })
         // Token embeddings are stored in row chunks, read on demand at run time.
         let lookupTables = LookupTable.split(&graph)
-        var model = SPPModel(graph: graph, provenance: provenance, pruningPath: path, costTable: costTable, lookupTables: lookupTables)
+        var model = SPPModel(graph: graph, provenance: provenance, pruningPath: path, costTable: costTable, lookupTables: lookupTables,
+                             encodings: encodings)
         summary.storage = try options.weights.encode(&model)
         try SPPWriter.write(model, to: output, compressionLevel: options.compressionLevel)
         summary.outputBytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
@@ -128,7 +132,9 @@ extension Converter {
         var clock = Date()
         progress("reading \(input)")
         let reader = try SPPReader(path: input)
-        guard reader.tensorEntries.allSatisfy({ $0.encoding == nil }) else { throw ConversionError.alreadyEncoded(input) }
+        // The repair's inverse factor is int8 in every file; anything else encoded was stored below float32.
+        let repairInt8 = Set((reader.pruningPath?.pairs ?? []).flatMap { $0.tensors.filter { $0.role == FeedForwardRepair.Role.inverseFactor }.flatMap(\.chunks) })
+        guard reader.tensorEntries.allSatisfy({ $0.encoding == nil || repairInt8.contains($0.name) }) else { throw ConversionError.alreadyEncoded(input) }
         var model = try reader.loadModel()
         summary.sourceBytes = reader.fileSize
         summary.nodesBefore = model.graph.nodes.count

@@ -12,7 +12,7 @@ public enum PathSummary {
             guard !pairs.isEmpty else { continue }
             lines.append("  \(kind.rawValue): \(pairs.count) pairs, \(pairs.reduce(0) { $0 + $1.ranks.count }) units")
         }
-        let repairable = path.pairs.filter { $0.tensors.contains { $0.role == FeedForwardRepair.Role.gramFactor } }.count
+        let repairable = path.pairs.filter { $0.tensors.contains { $0.role == FeedForwardRepair.Role.inverseFactor } }.count
         if repairable > 0 {
             lines.append("  repair: \(repairable) FFN pairs refit W2 by least squares below full size (--no-repair to skip)")
         }
