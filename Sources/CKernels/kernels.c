@@ -273,6 +273,13 @@ SPP_CLONES void spp_binary(int op, const float *a, const float *b, float *out, s
     }
 }
 
+SPP_CLONES void spp_scale_rows(float *x, size_t ld, size_t rows, size_t cols, const float *scale) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * ld, f = scale[r];
+        for (size_t c = 0; c < cols; c++) row[c] *= f;
+    }
+}
+
 SPP_CLONES void spp_binary_scalar(int op, const float *a, float b, float *out, size_t n) {
     switch (op) {
     case 0: for (size_t i = 0; i < n; i++) out[i] = a[i] + b; break;

@@ -328,7 +328,7 @@ public enum Attention {
                 Linear.sgemm(transA: false, transB: false, m: seq, n: rank, k: seq, alpha: 1,
                              a: scores + slot * square, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
                              beta: 0, c: rows, ldc: g.voWidth, threads: gemmThreads)
-                for i in 0..<seq { spp_binary_scalar(2, rows + i * g.voWidth, inverseSums[slot * seq + i], rows + i * g.voWidth, rank) }
+                spp_scale_rows(rows, g.voWidth, seq, rank, inverseSums + slot * seq)
             }
             if byHead {
                 Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 16) / perHead)) { slots in

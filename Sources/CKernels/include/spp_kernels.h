@@ -28,6 +28,8 @@ void spp_square(const float *a, float *out, size_t n);
 void spp_binary(int op, const float *a, const float *b, float *out, size_t n);
 /// out[i] = a[i] op b, for one scalar b.
 void spp_binary_scalar(int op, const float *a, float b, float *out, size_t n);
+/// Row i of the rows × cols block at x (leading dimension ld) times scale[i], in place.
+void spp_scale_rows(float *x, size_t ld, size_t rows, size_t cols, const float *scale);
 
 /// Runs body(ctx, thread, threads) on a team of `threads` threads (the caller is
 /// thread 0) and returns when all are done: a fork and join in libgomp's pool,
