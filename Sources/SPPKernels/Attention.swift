@@ -258,9 +258,9 @@ public enum Attention {
         let rows = g.batch * g.seq, hidden = g.hidden
         let px = x.pointer(as: Float.self), bo = w.bo.pointer(as: Float.self)
         return try attend(g, p, shape: x.shape, bo: bo, project: { qkv, width in
-            Linear.int8Gemm(m: rows, a: px, lda: hidden, w: w.qkv, bias: w.qkvBias.pointer(as: Float.self), c: qkv, ldc: width, range: w.range)
+            try Linear.int8Gemm(m: rows, a: px, lda: hidden, w: w.qkv, bias: w.qkvBias.pointer(as: Float.self), c: qkv, ldc: width, range: w.range)
         }, output: { ctx, po in
-            Linear.int8Gemm(m: rows, a: ctx, lda: g.voWidth, w: w.wo, bias: bo, c: po, ldc: hidden, range: w.range)
+            try Linear.int8Gemm(m: rows, a: ctx, lda: g.voWidth, w: w.wo, bias: bo, c: po, ldc: hidden, range: w.range)
         })
     }
 

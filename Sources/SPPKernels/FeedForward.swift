@@ -105,9 +105,9 @@ public enum FeedForward {
         }
         let hidden = UnsafeMutablePointer<Float>.allocate(capacity: rows * f)
         defer { hidden.deallocate() }
-        Linear.int8Gemm(m: rows, a: x.pointer(as: Float.self), lda: d, w: w.w1, bias: w.b1.pointer(as: Float.self),
+        try Linear.int8Gemm(m: rows, a: x.pointer(as: Float.self), lda: d, w: w.w1, bias: w.b1.pointer(as: Float.self),
                         c: hidden, ldc: f, range: w.range) { apply(activation, $0, count: $1) }
-        Linear.int8Gemm(m: rows, a: hidden, lda: f, w: w.w2, bias: b2, c: po, ldc: d, range: w.range)
+        try Linear.int8Gemm(m: rows, a: hidden, lda: f, w: w.w2, bias: b2, c: po, ldc: d, range: w.range)
         return out
     }
 

@@ -76,7 +76,7 @@ extension Linear {
     public static func int8Gemm(m: Int, a: UnsafePointer<Float>, lda: Int, w: QuantizedMatrix,
                                 bias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
                                 c: UnsafeMutablePointer<Float>, ldc: Int, range: ActivationRange = .native,
-                                epilogue: ((UnsafeMutablePointer<Float>, Int) -> Void)? = nil) {
+                                epilogue: ((UnsafeMutablePointer<Float>, Int) -> Void)? = nil) throws {
         let (k, n) = (w.rows, w.columns)
         if m == 0 || n == 0 { return }
         let q = QuantizedRows(a, rows: m, columns: k, ld: lda, range: range)
@@ -87,8 +87,10 @@ extension Linear {
         var rowMajor: Tensor?
         switch w.storage {
         case let .packed(p):
-            // oneDNN refuses only for want of memory for a new row count's primitive.
-            precondition(p.multiply(q.values, m: m, acc, threads: kernelThreads), "oneDNN's int8 matmul refused \(m)×\(k)×\(n)")
+            // The values are held only packed: nothing else can multiply them.
+            guard p.multiply(q.values, m: m, acc, threads: kernelThreads) else {
+                throw KernelError.invalidArgument("oneDNN's int8 matmul failed for \(m)×\(k)×\(n) (out of memory?)")
+            }
         case let .rowMajor(t):
             rowMajor = t
         }
@@ -144,7 +146,7 @@ extension Linear {
             out.pointer(as: Float.self).update(repeating: 0, count: out.count)
             return out
         }
-        int8Gemm(m: rows, a: a.pointer(as: Float.self), lda: k, w: w, c: out.pointer(as: Float.self), ldc: n, range: range)
+        try int8Gemm(m: rows, a: a.pointer(as: Float.self), lda: k, w: w, c: out.pointer(as: Float.self), ldc: n, range: range)
         return out
     }
 
@@ -158,7 +160,7 @@ extension Linear {
         let (m, n) = (a.shape[0], w.columns)
         let out = Tensor(dtype: .float32, shape: [m, n], zeroed: true)
         let hasBias = try fillGemmBias(c, beta: beta, factor: beta, into: out)
-        int8Gemm(m: m, a: a.pointer(as: Float.self), lda: w.rows, w: w, accumulate: hasBias, c: out.pointer(as: Float.self), ldc: n, range: range)
+        try int8Gemm(m: m, a: a.pointer(as: Float.self), lda: w.rows, w: w, accumulate: hasBias, c: out.pointer(as: Float.self), ldc: n, range: range)
         return out
     }
 }

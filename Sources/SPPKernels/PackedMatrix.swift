@@ -107,8 +107,8 @@ final class PackedMatrix: @unchecked Sendable {
         guard let pd = Self.descriptor(m: m, k: rows, n: columns, weights: weightsDescriptor) else { return nil }
         defer { dnnl_primitive_desc_destroy(pd) }
         var handle: dnnl_primitive_t?
-        guard dnnl_primitive_create(&handle, pd) == dnnl_success, let handle,
-              let scratchpad = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) else { return nil }
+        guard let scratchpad = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0),
+              dnnl_primitive_create(&handle, pd) == dnnl_success, let handle else { return nil }
         return Self.primitives.withLock { cache in
             if let p = cache[shape] { dnnl_primitive_destroy(handle); return p }
             let serial = (cache.values.map(\.serial).max() ?? 0) + 1

@@ -117,7 +117,9 @@ public enum PathLoader {
 
         var clock = StageClock()
         var decoder = TensorDecoder(reader: reader, threads: threads)
-        let repairEntries = try refits.flatMap { p, tensors, _ in try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } }
+        let repairEntries = try refits.flatMap { p, tensors, offset in
+            try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } + [offset]
+        }
         try decoder.readScales(of: tasks.flatMap(\.entries) + repairEntries)
         try decoder.run(tasks)
         clock.lap("decode")
@@ -142,7 +144,7 @@ public enum PathLoader {
             let refitTasks = try refits.map { p, tensors, offsetEntry in
                 let pair = path.pairs[p], n = counts[p]
                 let node = graph.nodes[nodeIndex[pair.node]!]
-                guard let b2 = graph.initializers[node.inputs[4]] else {
+                guard node.inputs.count > 4, let b2 = graph.initializers[node.inputs[4]] else {
                     throw RuntimeError.corruptPath("FFN node '\(pair.node)' lacks its b2")
                 }
                 let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + [offsetEntry]
@@ -174,6 +176,9 @@ public enum PathLoader {
                 graph.initializers[node.inputs[4]] = b2
             }
             for (role, input, _) in roles(pair.kind) {
+                guard input < node.inputs.count else {
+                    throw RuntimeError.corruptPath("pair of node '\(pair.node)' stores '\(role)' for input \(input), which the node lacks")
+                }
                 let name = node.inputs[input]
                 switch values[role] {
                 case let .values(t)?:
