@@ -22,7 +22,7 @@ public enum Linear {
     }
 
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major, float32, through
-    /// oneDNN (its kernels use AVX-512 where the CPU has it; OpenBLAS if it refuses),
+    /// oneDNN (its kernels use AVX-512 where the CPU has it),
     /// on `threads` threads (default: the runtime's; 1 inside work already split).
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,

@@ -74,7 +74,7 @@ final class PackedMatrix: @unchecked Sendable {
     deinit { dnnl_memory_destroy(weights) }
 
     /// `acc[m×N] = a[m×K] · W` in int32 (a: u8), row-major with leading dimensions
-    /// K and N, on `threads` threads. False if oneDNN refused (the caller multiplies another way).
+    /// K and N, on `threads` threads. False if oneDNN failed (the caller throws: the values are held only here).
     func multiply(_ a: UnsafeRawPointer, m: Int, _ acc: UnsafeMutableRawPointer, threads: Int) -> Bool {
         guard let primitive = primitive(m: m), let engine = Self.engine else { return false }
         var src = Self.matrix(m, rows, dnnl_u8, dnnl_ab), dst = Self.matrix(m, columns, dnnl_s32, dnnl_ab)

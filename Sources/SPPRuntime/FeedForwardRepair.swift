@@ -10,7 +10,7 @@ import SPPKernels
 /// A = C + λI = L Lᵀ (Cholesky, path order),
 ///     W = argmin E‖(h − μ)W2 − (h_S − μ_S)W‖² + λ‖W − W2_S‖²  =  A_SS⁻¹ (A W2)_S.
 /// With M = L⁻¹ (lower triangular, so M_SS = (L_SS)⁻¹ is the first k rows of M) and
-/// Z = M⁻ᵀ W2 = Lᵀ W2, (A W2)_S = L_SS Z_S, hence W = M_SSᵀ Z_S: one k×k by k×d product.
+/// Z = M⁻ᵀ W2 = Lᵀ W2, (A W2)_S = L_SS Z_S, hence W = M_SSᵀ Z_S (a triangular product).
 /// The file stores M's rows below the diagonal in int8 with a scale per row (its
 /// diagonal, the largest entry of each row, in float32), in row chunks holding only
 /// the columns up to the chunk's last row, so keep k reads about k²/2 bytes; Z is made
