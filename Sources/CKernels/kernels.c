@@ -200,21 +200,25 @@ SPP_CLONES void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, in
     }
 }
 
-SPP_CLONES void spp_dequantize_rows(const int32_t *acc, size_t ldacc, size_t rows, size_t cols,
+SPP_CLONES void spp_dequantize_rows(const spp_aliased_int32 *acc, size_t ldacc, size_t rows, size_t cols,
                                     const float *row_scale, const int32_t *row_zero,
                                     const float *col_scale, const int32_t *col_sum,
                                     const float *bias, int accumulate, float *y, size_t ldy) {
     for (size_t r = 0; r < rows; r++) {
-        const int32_t *c = acc + r * ldacc;
+        const spp_aliased_int32 *c = acc + r * ldacc;
         float *out = y + r * ldy;
         float a = row_scale[r];
         int32_t z = row_zero[r];
         // (acc − z · colsum) is Σ_k (q − z) w exactly: |.| ≤ 255 · 127 · k fits int32 for k < 66,000.
+        // assume_safety: c may be out itself, element for element, which vectorising keeps right.
         if (bias) {
+#pragma clang loop vectorize(assume_safety)
             for (size_t i = 0; i < cols; i++) out[i] = a * col_scale[i] * (float)(c[i] - z * col_sum[i]) + bias[i];
         } else if (accumulate) {
+#pragma clang loop vectorize(assume_safety)
             for (size_t i = 0; i < cols; i++) out[i] += a * col_scale[i] * (float)(c[i] - z * col_sum[i]);
         } else {
+#pragma clang loop vectorize(assume_safety)
             for (size_t i = 0; i < cols; i++) out[i] = a * col_scale[i] * (float)(c[i] - z * col_sum[i]);
         }
     }

@@ -1,16 +1,34 @@
 /// Owned, 64-byte aligned bytes behind a tensor. A class so that reshapes can
-/// share it and the runtime can recycle a buffer once nothing else holds it.
+/// share it. Made while a `BufferPool` is current, a large one comes from that
+/// pool and goes back to it when released.
 public final class TensorStorage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
+    private let pool: BufferPool?
+    private let capacity: Int
 
     public init(byteCount: Int) {
         self.byteCount = byteCount
-        // Never allocate zero bytes: a valid pointer keeps empty tensors simple.
-        bytes = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        if byteCount >= BufferPool.minimumBytes, let pool = BufferPool.current {
+            (bytes, capacity) = pool.take(byteCount)
+            self.pool = pool
+        } else {
+            // Never allocate zero bytes: a valid pointer keeps empty tensors simple.
+            bytes = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+            (pool, capacity) = (nil, byteCount)
+        }
     }
 
-    deinit { bytes.deallocate() }
+    deinit {
+        if let pool { pool.give(bytes, capacity: capacity) } else { bytes.deallocate() }
+    }
+}
+
+/// Scratch memory for `count` elements of `T` while `body` runs: from the current
+/// `BufferPool` when there is one and it is large, else from the heap.
+public func withScratch<T, R>(_ type: T.Type, count: Int, _ body: (UnsafeMutablePointer<T>) throws -> R) rethrows -> R {
+    let storage = TensorStorage(byteCount: max(count, 1) * MemoryLayout<T>.stride)
+    return try withExtendedLifetime(storage) { try body(storage.bytes.bindMemory(to: T.self, capacity: max(count, 1))) }
 }
 
 /// A dense, contiguous, row-major tensor.

@@ -41,10 +41,10 @@ public final class SPPReader: Sendable {
     /// Absolute offset of the data section.
     public let dataOffset: Int
 
-    private let fd: Int32
+    /// Reads the tensors' frames: what a loaded model keeps to read more later
+    /// (lookup-table rows) without the header's tables.
+    public let frames: FrameReader
     private let index: [String: Int]
-    /// Entries some encoded entry names as its scales (their values are checked when read).
-    private let scalesNames: Set<String>
 
     /// Opens `path` and reads its header.
     ///
@@ -61,7 +61,7 @@ public final class SPPReader: Sendable {
             guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError.readFailed(path: path, reason: "not a regular file") }
             let fileSize = Int(st.st_size)
             let (version, header) = try Self.readHeader(fd: fd, path: path, fileSize: fileSize, limits: limits)
-            self.fd = fd
+            frames = FrameReader(path: path, fd: fd, scalesNames: Set(header.entries.compactMap { $0.encoding?.scales }))
             self.fileSize = fileSize
             formatVersion = version
             graphStructure = header.graph
@@ -72,14 +72,11 @@ public final class SPPReader: Sendable {
             dataOffset = header.dataOffset
             tensorEntries = header.entries
             index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-            scalesNames = Set(header.entries.compactMap { $0.encoding?.scales })
         } catch {
             close(fd)
             throw error
         }
     }
-
-    deinit { close(fd) }
 
     /// The table row of tensor `name`, if the file has it.
     public func entry(named name: String) -> TensorEntryInfo? {
@@ -98,9 +95,7 @@ public final class SPPReader: Sendable {
     /// Reads, checks and decodes the tensor of a table row from this reader, as
     /// stored (an encoded entry gives its stored elements: see `ValueEncoding`).
     public func tensor(_ e: TensorEntryInfo) throws -> Tensor {
-        let tensor = Tensor(dtype: e.dtype, shape: e.shape)
-        try decode(e, into: tensor.rawPointer, buffers: FrameBuffers())
-        return tensor
+        try frames.tensor(e)
     }
 
     /// Reads, checks and decodes several tensors as stored, in `entries` order;
@@ -109,7 +104,7 @@ public final class SPPReader: Sendable {
         let buffers = FrameBuffers()
         return try entries.map { e in
             let tensor = Tensor(dtype: e.dtype, shape: e.shape)
-            try decode(e, into: tensor.rawPointer, buffers: buffers)
+            try frames.decode(e, into: tensor.rawPointer, buffers: buffers)
             return tensor
         }
     }
@@ -125,97 +120,14 @@ public final class SPPReader: Sendable {
                         lookupTables: lookupTables, encodings: encodings)
     }
 
-    /// Reads, checks and decodes the stored bytes of `e` into `dst`, which holds
-    /// `e.rawSize` bytes: one positioned read of the frame, its checksum, and zstd
-    /// straight into `dst`. Safe to call from several threads, each with its own buffers.
+    /// Reads, checks and decodes the stored bytes of `e` into `dst` (`FrameReader.decode`).
     public func decode(_ e: TensorEntryInfo, into dst: UnsafeMutableRawPointer, buffers: FrameBuffers) throws {
-        switch e.codec {
-        case .none:
-            try readFrame(e, into: dst)
-            try verify(e, UnsafeRawBufferPointer(start: dst, count: e.compressedSize))
-        case .zstd:
-            // The frame is read and checked before anything is decompressed.
-            let frame = buffers.frame(e.compressedSize)
-            try readFrame(e, into: frame)
-            let src = UnsafeRawBufferPointer(start: frame, count: e.compressedSize)
-            try verify(e, src)
-            try checkDeclaredSize(e, src)
-            guard let context = buffers.context() else {
-                throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: "zstd cannot allocate a decompression context")
-            }
-            try decompress(e, src, into: dst, context: context)
-        }
-        if let reason = invalidData(e, UnsafeRawPointer(dst)) {
-            throw FormatError.invalidTensorData(path: path, tensor: e.name, reason: reason)
-        }
+        try frames.decode(e, into: dst, buffers: buffers)
     }
 
-    /// `decode` into the buffers' scratch space; the bytes stay valid until the
-    /// buffers' next use. For callers that convert what they read (expanding
-    /// float16, taking some rows).
+    /// `decode` into the buffers' scratch space (`FrameReader.decode`).
     public func decode(_ e: TensorEntryInfo, buffers: FrameBuffers) throws -> UnsafeRawPointer {
-        let dst = buffers.scratch(e.rawSize)
-        try decode(e, into: dst, buffers: buffers)
-        return UnsafeRawPointer(dst)
-    }
-
-    /// Why decoded bytes are not valid for the entry: a bool other than 0 or 1
-    /// (undefined behaviour once read as a Swift `Bool`), a scale that is negative
-    /// or not finite.
-    private func invalidData(_ e: TensorEntryInfo, _ bytes: UnsafeRawPointer) -> String? {
-        if e.dtype == .bool, let bad = firstInvalidBool(bytes, count: e.rawSize) {
-            return "bool element \(bad) is neither 0 nor 1"
-        }
-        if scalesNames.contains(e.name), e.dtype == .float32 {
-            let s = bytes.assumingMemoryBound(to: Float.self)
-            for i in 0..<(e.rawSize / 4) where !(s[i].isFinite && s[i] >= 0) {
-                return "scale \(i) is \(s[i]); scales are finite and not negative"
-            }
-        }
-        return nil
-    }
-
-    // MARK: frames
-
-    private func readFrame(_ e: TensorEntryInfo, into dst: UnsafeMutableRawPointer) throws {
-        let n = try FileIO.pread(fd, dst, count: e.compressedSize, at: e.fileOffset, path: path)
-        guard n == e.compressedSize else {
-            // The file shrank after it was opened.
-            throw FormatError.truncated(path: path, section: "tensor '\(e.name)'", offset: e.fileOffset,
-                                        expected: e.compressedSize, available: n)
-        }
-    }
-
-    private func verify(_ e: TensorEntryInfo, _ frame: UnsafeRawBufferPointer) throws {
-        let h = XXHash64.hash(frame)
-        guard h == e.checksum else {
-            throw FormatError.tensorChecksumMismatch(path: path, tensor: e.name, stored: e.checksum, computed: h)
-        }
-    }
-
-    /// The content size a zstd frame declares must be the entry's raw size.
-    private func checkDeclaredSize(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer) throws {
-        // ZSTD_CONTENTSIZE_UNKNOWN and ZSTD_CONTENTSIZE_ERROR (macros Swift does not import).
-        let unknown = UInt64.max, invalid = UInt64.max - 1
-        let declared = ZSTD_getFrameContentSize(src.baseAddress, src.count)
-        if declared == invalid {
-            throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: "not a zstd frame")
-        }
-        if declared != unknown, declared != UInt64(e.rawSize) {
-            throw FormatError.decompressedSizeMismatch(path: path, tensor: e.name, expected: e.rawSize,
-                                                       actual: Int(clamping: declared))
-        }
-    }
-
-    private func decompress(_ e: TensorEntryInfo, _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawPointer,
-                            context: OpaquePointer) throws {
-        let r = ZSTD_decompressDCtx(context, dst, e.rawSize, src.baseAddress, src.count)
-        if ZSTD_isError(r) != 0 {
-            throw FormatError.decompressionFailed(path: path, tensor: e.name, reason: String(cString: ZSTD_getErrorName(r)))
-        }
-        guard r == e.rawSize else {
-            throw FormatError.decompressedSizeMismatch(path: path, tensor: e.name, expected: e.rawSize, actual: r)
-        }
+        try frames.decode(e, buffers: buffers)
     }
 
     // MARK: header

@@ -282,72 +282,74 @@ public enum Attention {
         // Packed projections: row r holds q (Σqk), k (Σqk), v (Σvo) of token r.
         let width = 2 * g.qkWidth + g.voWidth
         let kBase = g.qkWidth, vBase = 2 * g.qkWidth
-        let qkv = UnsafeMutablePointer<Float>.allocate(capacity: rows * width)
-        defer { qkv.deallocate() }
-        try project(qkv, width)
-
-        let ctx = UnsafeMutablePointer<Float>.allocate(capacity: rows * g.voWidth)
-        defer { ctx.deallocate() }
         let active = (0..<g.heads).filter { p.voRanks[$0] > 0 }
         let square = seq * seq
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * square, 1))
-        defer { scores.deallocate() }
-        // 1 / Σ e of each score row: the softmax divides the context rows (vo rank
-        // values each) instead of the probabilities (seq values each).
-        let inverseSums = UnsafeMutablePointer<Float>.allocate(capacity: max(active.count * seq, 1))
-        defer { inverseSums.deallocate() }
         // With at least as many heads as threads, threads take whole heads (scores,
         // softmax, context: one fork and join per batch row, each GEMM on one thread),
-        // once there are ~64K multiply-adds per thread. With fewer heads the GEMMs
-        // run one after the other with the threads inside each, the softmax rows in parallel.
+        // once there are ~64K multiply-adds per thread, each thread with one square
+        // of scores. With fewer heads the GEMMs run one after the other with the
+        // threads inside each, the softmax rows in parallel, all heads' scores held.
         let byHead = active.count >= kernelThreads
         let gemmThreads = byHead ? 1 : kernelThreads
         let perHead = square * ((p.qkRanks.max() ?? 0) + (p.voRanks.max() ?? 0)) + 1
-        for b in 0..<batch {
-            let tokens = qkv + b * seq * width
-            func scoresOf(_ slot: Int) {
-                let (h, s) = (active[slot], scores + slot * square)
-                if p.qkRanks[h] > 0 {
-                    Linear.sgemm(transA: false, transB: true, m: seq, n: seq, k: p.qkRanks[h], alpha: p.scale,
-                                 a: tokens + g.qkOffsets[h], lda: width, b: tokens + kBase + g.qkOffsets[h], ldb: width,
-                                 beta: 0, c: s, ldc: seq, threads: gemmThreads)
-                } else {
-                    s.update(repeating: 0, count: square)
-                }
-            }
-            // A padding mask with nothing masked in this batch row (the usual case) adds nothing.
-            let mask = g.mask.flatMap { $0.isZero(batch: b, keys: seq) ? nil : $0 }
-            func softmax(_ r: Int) {
-                let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
-                inverseSums[r] = softmaxRow(scores + slot * square + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
-                                            mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
-            }
-            func contextOf(_ slot: Int) {
-                let h = active[slot], rank = p.voRanks[h]
-                let rows = ctx + b * seq * g.voWidth + g.voOffsets[h]
-                Linear.sgemm(transA: false, transB: false, m: seq, n: rank, k: seq, alpha: 1,
-                             a: scores + slot * square, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
-                             beta: 0, c: rows, ldc: g.voWidth, threads: gemmThreads)
-                spp_scale_rows(rows, g.voWidth, seq, rank, inverseSums + slot * seq)
-            }
-            if byHead {
-                Parallel.forEachChunk(active.count, minimumChunk: max(1, (1 << 16) / perHead)) { slots in
-                    for slot in slots {
-                        scoresOf(slot)
-                        for i in 0..<seq { softmax(slot * seq + i) }
-                        contextOf(slot)
+        let workers = max(1, min(kernelThreads, active.count / max(1, (1 << 16) / perHead)))
+        let squares = byHead ? workers : active.count
+        // One scratch buffer: the projections, the context, the squares of scores and
+        // 1 / Σ e of each score row (the softmax divides the context rows, vo rank
+        // values each, instead of the probabilities, seq values each).
+        return try withScratch(Float.self, count: rows * width + rows * g.voWidth + squares * (square + seq)) { qkv in
+            let ctx = qkv + rows * width
+            let scores = ctx + rows * g.voWidth
+            let inverseSums = scores + squares * square
+            try project(qkv, width)
+
+            for b in 0..<batch {
+                let tokens = qkv + b * seq * width
+                func scoresOf(_ slot: Int, into s: UnsafeMutablePointer<Float>) {
+                    let h = active[slot]
+                    if p.qkRanks[h] > 0 {
+                        Linear.sgemm(transA: false, transB: true, m: seq, n: seq, k: p.qkRanks[h], alpha: p.scale,
+                                     a: tokens + g.qkOffsets[h], lda: width, b: tokens + kBase + g.qkOffsets[h], ldb: width,
+                                     beta: 0, c: s, ldc: seq, threads: gemmThreads)
+                    } else {
+                        s.update(repeating: 0, count: square)
                     }
                 }
-            } else {
-                for slot in active.indices { scoresOf(slot) }
-                Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
-                    for r in range { softmax(r) }
+                // A padding mask with nothing masked in this batch row (the usual case) adds nothing.
+                let mask = g.mask.flatMap { $0.isZero(batch: b, keys: seq) ? nil : $0 }
+                func softmax(_ slot: Int, row i: Int, of s: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>) {
+                    sums[i] = softmaxRow(s + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
+                                         mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
                 }
-                for slot in active.indices { contextOf(slot) }
+                func contextOf(_ slot: Int, from s: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>) {
+                    let h = active[slot], rank = p.voRanks[h]
+                    let rows = ctx + b * seq * g.voWidth + g.voOffsets[h]
+                    Linear.sgemm(transA: false, transB: false, m: seq, n: rank, k: seq, alpha: 1,
+                                 a: s, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
+                                 beta: 0, c: rows, ldc: g.voWidth, threads: gemmThreads)
+                    spp_scale_rows(rows, g.voWidth, seq, rank, sums)
+                }
+                if byHead {
+                    Parallel.forEachItem(active.count, threads: workers) { slot, thread in
+                        let (s, sums) = (scores + thread * square, inverseSums + thread * seq)
+                        scoresOf(slot, into: s)
+                        for i in 0..<seq { softmax(slot, row: i, of: s, sums: sums) }
+                        contextOf(slot, from: s, sums: sums)
+                    }
+                } else {
+                    for slot in active.indices { scoresOf(slot, into: scores + slot * square) }
+                    Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
+                        for r in range {
+                            let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
+                            softmax(slot, row: i, of: scores + slot * square, sums: inverseSums + slot * seq)
+                        }
+                    }
+                    for slot in active.indices { contextOf(slot, from: scores + slot * square, sums: inverseSums + slot * seq) }
+                }
             }
+            try output(ctx, po)
+            return out
         }
-        try output(ctx, po)
-        return out
     }
 
     /// Adds the terms to the first `count` scores of a row, then turns the row into

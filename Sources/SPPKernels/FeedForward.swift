@@ -62,10 +62,10 @@ public enum FeedForward {
         let (d, f) = (w.w1.rows, w.w1.columns)
         let rows = try rows(of: x, inner: d)
         let out = Tensor(dtype: .float32, shape: x.shape)
-        let hidden = UnsafeMutablePointer<Float>.allocate(capacity: max(rows * f, 1))
-        defer { hidden.deallocate() }
-        w.w1.apply(x.pointer(as: Float.self), rows: rows, into: hidden)
-        w.w2.apply(hidden, rows: rows, into: out.pointer(as: Float.self))
+        withScratch(Float.self, count: rows * f) { hidden in
+            w.w1.apply(x.pointer(as: Float.self), rows: rows, into: hidden)
+            w.w2.apply(hidden, rows: rows, into: out.pointer(as: Float.self))
+        }
         return out
     }
 
@@ -103,11 +103,11 @@ public enum FeedForward {
             Linear.fillRows(po, rows: rows, ld: d, with: b2, count: d)
             return out
         }
-        let hidden = UnsafeMutablePointer<Float>.allocate(capacity: rows * f)
-        defer { hidden.deallocate() }
-        try Linear.int8Gemm(m: rows, a: x.pointer(as: Float.self), lda: d, w: w.w1, bias: w.b1.pointer(as: Float.self),
-                        c: hidden, ldc: f, range: w.range) { apply(activation, $0, count: $1) }
-        try Linear.int8Gemm(m: rows, a: hidden, lda: f, w: w.w2, bias: b2, c: po, ldc: d, range: w.range)
+        try withScratch(Float.self, count: rows * f) { hidden in
+            try Linear.int8Gemm(m: rows, a: x.pointer(as: Float.self), lda: d, w: w.w1, bias: w.b1.pointer(as: Float.self),
+                                c: hidden, ldc: f, range: w.range) { apply(activation, $0, count: $1) }
+            try Linear.int8Gemm(m: rows, a: hidden, lda: f, w: w.w2, bias: b2, c: po, ldc: d, range: w.range)
+        }
         return out
     }
 

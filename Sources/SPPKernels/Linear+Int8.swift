@@ -31,30 +31,29 @@ public enum ActivationRange: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Activation rows quantized for the int8 GEMM: `x[r, k] ≈ scales[r] · (values[r, k] − zeros[r])`.
-/// The buffers belong to the caller until `deallocate()`.
+/// The three arrays share one buffer (`TensorStorage`: from the run's `BufferPool`),
+/// which lives while this value does: keep it alive (`withExtendedLifetime`) while
+/// using pointers taken from it.
 public struct QuantizedRows {
     public let values: UnsafeMutablePointer<UInt8>
     public let scales: UnsafeMutablePointer<Float>
     public let zeros: UnsafeMutablePointer<Int32>
     public let rows: Int, columns: Int
+    private let storage: TensorStorage
 
     /// Quantizes `rows` rows of `columns` floats (leading dimension `ld`), rows spread over the cores.
     public init(_ x: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int, range: ActivationRange) {
         (self.rows, self.columns) = (rows, columns)
-        values = .allocate(capacity: max(rows * columns, 1))
-        scales = .allocate(capacity: max(rows, 1))
-        zeros = .allocate(capacity: max(rows, 1))
+        // Scales and zero points (4 bytes each per row) first, so that all three stay aligned.
+        storage = TensorStorage(byteCount: rows * 8 + rows * columns)
+        scales = storage.bytes.bindMemory(to: Float.self, capacity: rows)
+        zeros = (storage.bytes + rows * 4).bindMemory(to: Int32.self, capacity: rows)
+        values = (storage.bytes + rows * 8).bindMemory(to: UInt8.self, capacity: rows * columns)
         let (v, s, z) = (values, scales, zeros)
         Parallel.forEachChunk(rows, minimumChunk: max(1, (1 << 13) / max(columns, 1))) { part in
             let r = part.lowerBound
             spp_quantize_rows_u8(x + r * ld, ld, part.count, columns, range.levels, v + r * columns, columns, s + r, z + r)
         }
-    }
-
-    public func deallocate() {
-        values.deallocate()
-        scales.deallocate()
-        zeros.deallocate()
     }
 }
 
@@ -80,9 +79,13 @@ extension Linear {
         let (k, n) = (w.rows, w.columns)
         if m == 0 || n == 0 { return }
         let q = QuantizedRows(a, rows: m, columns: k, ld: lda, range: range)
-        defer { q.deallocate() }
-        let acc = UnsafeMutablePointer<Int32>.allocate(capacity: m * n)
-        defer { acc.deallocate() }
+        defer { withExtendedLifetime(q) {} }
+        // The int32 products go into C itself (4 bytes each, like the floats each becomes in
+        // place) unless C's values are still needed or its rows are spaced apart.
+        let inPlace = !accumulate && ldc == n
+        let products = inPlace ? nil : TensorStorage(byteCount: m * n * 4)
+        defer { withExtendedLifetime(products) {} }
+        let acc = UnsafeMutablePointer<Int32>(OpaquePointer(products?.bytes ?? UnsafeMutableRawPointer(c)))
         let (rs, rz, cs, sums) = (q.scales, q.zeros, w.scales.pointer(as: Float.self), w.columnSums.pointer(as: Int32.self))
         var rowMajor: Tensor?
         switch w.storage {

@@ -79,14 +79,15 @@ final class PackedMatrix: @unchecked Sendable {
         guard let primitive = primitive(m: m), let engine = Self.engine else { return false }
         var src = Self.matrix(m, rows, dnnl_u8, dnnl_ab), dst = Self.matrix(m, columns, dnnl_s32, dnnl_ab)
         var scratchDescriptor = primitive.scratchpad
-        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(dnnl_memory_desc_get_size(&scratchDescriptor), 1), alignment: 64)
+        let scratchpad = TensorStorage(byteCount: dnnl_memory_desc_get_size(&scratchDescriptor))
+        let scratch = scratchpad.bytes
         var am: dnnl_memory_t?, cm: dnnl_memory_t?, sm: dnnl_memory_t?, stream: dnnl_stream_t?
         defer {
             if let am { dnnl_memory_destroy(am) }
             if let cm { dnnl_memory_destroy(cm) }
             if let sm { dnnl_memory_destroy(sm) }
             if let stream { dnnl_stream_destroy(stream) }
-            scratch.deallocate()
+            withExtendedLifetime(scratchpad) {}
         }
         guard dnnl_memory_create(&am, &src, engine, UnsafeMutableRawPointer(mutating: a)) == dnnl_success,
               dnnl_memory_create(&cm, &dst, engine, acc) == dnnl_success,

@@ -10,20 +10,22 @@ import SPPKernels
 /// gather copies out are expanded to float32.
 public final class LookupSource: @unchecked Sendable {
     public let table: LookupTable
-    let reader: SPPReader
+    /// The file's frames, not its reader: the header's tables are not kept for this.
+    let frames: FrameReader
     /// First row of each chunk.
     let starts: [Int]
     let rowCount: Int
     let rowShape: [Int]
     /// What a gather returns: the value dtype (float32 for an encoded table).
     let dtype: DType
-    private let entries: [TensorEntryInfo]
+    /// Each chunk's entry and that of its scales (an int8 chunk).
+    private let entries: [(values: TensorEntryInfo, scales: TensorEntryInfo?)]
     private var chunks: [(values: Tensor, scales: Tensor?)?]
     private let lock = NSLock()
     private var read = 0, held = 0
 
     public init(reader: SPPReader, table: LookupTable) throws {
-        self.reader = reader
+        frames = reader.frames
         self.table = table
         var starts: [Int] = []
         var total = 0
@@ -38,7 +40,11 @@ public final class LookupSource: @unchecked Sendable {
                   e.valueDType == first.valueDType else {
                 throw RuntimeError.corruptPath("chunk '\(name)' of lookup table '\(table.name)' does not hold \(rows) rows like the others")
             }
-            return e
+            let scales = try e.encoding?.scales.map { name in
+                guard let s = reader.entry(named: name) else { throw FormatError.noSuchTensor(path: reader.path, name: name) }
+                return s
+            }
+            return (e, scales)
         }
         rowShape = Array(first.shape.dropFirst())
         dtype = first.valueDType
@@ -63,7 +69,7 @@ public final class LookupSource: @unchecked Sendable {
             var lo = 0, hi = starts.count - 1
             while lo < hi { let mid = (lo + hi + 1) / 2; if starts[mid] <= r { lo = mid } else { hi = mid - 1 } }
             let (chunk, scales) = try load(lo)
-            let e = entries[lo], row = r - starts[lo]
+            let e = entries[lo].values, row = r - starts[lo]
             if e.encoding != nil {
                 TensorDecoder.expand(chunk.rawPointer, e, scales: scales, rows: row..<row + 1,
                                      into: (out.rawPointer + k * rowBytes).assumingMemoryBound(to: Float.self))
@@ -83,12 +89,11 @@ public final class LookupSource: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let c = chunks[i] { return c }
-        let e = entries[i]
-        let scalesEntry = try e.encoding?.scales.map { name in
-            guard let s = reader.entry(named: name) else { throw FormatError.noSuchTensor(path: reader.path, name: name) }
-            return s
+        let (e, scalesEntry) = entries[i]
+        // Chunks are kept: made outside the run's buffer pool, which is for what runs free again.
+        let c = try BufferPool.$current.withValue(nil) {
+            (values: try frames.tensor(e), scales: try scalesEntry.map { try frames.tensor($0) })
         }
-        let c = (values: try reader.tensor(e), scales: try scalesEntry.map { try reader.tensor($0) })
         chunks[i] = c
         read += e.compressedSize + (scalesEntry?.compressedSize ?? 0)
         held += c.values.byteCount + (c.scales?.byteCount ?? 0)

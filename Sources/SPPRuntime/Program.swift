@@ -64,6 +64,9 @@ public final class Program: @unchecked Sendable {
     let outputSlots: [(name: String, slot: Int)]
     let constants: [(slot: Int, tensor: Tensor)]
 
+    /// Where runs take the buffers of their values and kernels' scratch.
+    let buffers = BufferPool()
+
     /// Tables read by row on demand (a `.spp`'s token embeddings), by value name.
     let lookupTables: [String: LookupSource]
 
@@ -170,6 +173,11 @@ public final class Program: @unchecked Sendable {
     /// the bytes of intermediate values alive at once are measured.
     public func run(_ inputs: [String: Tensor], retaining: Set<String> = [], profile: OpProfile? = nil,
                     activations: ActivationMeter? = nil) throws -> [String: Tensor] {
+        try buffers.run { try execute(inputs, retaining: retaining, profile: profile, activations: activations) }
+    }
+
+    private func execute(_ inputs: [String: Tensor], retaining: Set<String>, profile: OpProfile?,
+                         activations: ActivationMeter?) throws -> [String: Tensor] {
         var retained: [String: Tensor] = [:]
         try validate(inputs)
         Linear.setThreads(options.threads > 0 ? options.threads : ProcessInfoCores.count)

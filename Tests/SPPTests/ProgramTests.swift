@@ -1,7 +1,9 @@
+import Dispatch
+import Synchronization
 import Testing
 import SPPCore
 import SPPGraph
-import SPPRuntime
+@testable import SPPRuntime
 
 /// `Program`'s bookkeeping around the kernels.
 @Suite struct ProgramTests {
@@ -21,5 +23,54 @@ import SPPRuntime
         let out = try Program(graph: graph).run(["x": x], activations: meter)["out"]!
         #expect(out.floats == [Float((1...499).reduce(0, +))])
         #expect(meter.peakBytes == 4000 + 4)
+    }
+
+    /// x → Relu → a → Neg → b → Abs → out (= relu(x)), all [rows, 128] float32: 64 KiB
+    /// each at 128 rows, large enough for the pool; b is an output too.
+    static let chain = Graph(inputs: [ValueInfo(name: "x", dtype: .float32, shape: [.symbol("rows"), .fixed(128)])],
+                             outputs: [ValueInfo(name: "out", dtype: .float32, shape: nil), ValueInfo(name: "b", dtype: .float32, shape: nil)],
+                             initializers: [:],
+                             nodes: [Node(name: "r", op: .relu, inputs: ["x"], outputs: ["a"]),
+                                     Node(name: "n", op: .neg, inputs: ["a"], outputs: ["b"]),
+                                     Node(name: "abs", op: .abs, inputs: ["b"], outputs: ["out"])])
+
+    static func input(rows: Int, seed: Float) -> Tensor {
+        Tensor((0..<(rows * 128)).map { Float($0 % 7) - 3 + seed }, shape: [rows, 128])
+    }
+
+    static func relu(_ x: Tensor) -> [Float] { x.floats.map { max($0, 0) } }
+
+    @Test func runsTakeTheirBuffersFromThePoolAndReuseThem() throws {
+        let program = try Program(graph: Self.chain)
+        let x1 = Self.input(rows: 128, seed: 0), x2 = Self.input(rows: 128, seed: 0.5)
+        let first = try program.run(["x": x1])
+        // a, b and out, 64 KiB each: out took a's buffer once Neg had read it.
+        #expect(program.buffers.heldBytes == 2 * 65536)
+        let second = try program.run(["x": x2])
+        // b and out of the first run are still the caller's: two more.
+        #expect(program.buffers.heldBytes == 4 * 65536)
+        // The first run's outputs are the caller's: the second did not write over them.
+        #expect(first["out"]!.floats == Self.relu(x1) && first["b"]!.floats == Self.relu(x1).map { -$0 })
+        #expect(second["out"]!.floats == Self.relu(x2) && second["b"]!.floats == Self.relu(x2).map { -$0 })
+    }
+
+    @Test func aRunFreesThePoolBuffersItDidNotTake() throws {
+        let program = try Program(graph: Self.chain)
+        _ = try program.run(["x": Self.input(rows: 512, seed: 0)])
+        #expect(program.buffers.heldBytes == 2 * 512 * 128 * 4)
+        // 8 rows are 4 KiB a value, below the pool's minimum: the run takes nothing and frees it all.
+        _ = try program.run(["x": Self.input(rows: 8, seed: 0)])
+        #expect(program.buffers.heldBytes == 0)
+    }
+
+    @Test func concurrentRunsGetTheirOwnBuffers() throws {
+        let program = try Program(graph: Self.chain)
+        let inputs = (0..<16).map { Self.input(rows: 128, seed: Float($0) / 16) }
+        let results = Mutex<[Int: [Float]]>([:])
+        DispatchQueue.concurrentPerform(iterations: 64) { j in
+            let out = try? program.run(["x": inputs[j % 16]])["out"]!.floats
+            results.withLock { $0[j] = out }
+        }
+        for j in 0..<64 { #expect(results.withLock { $0[j] } == Self.relu(inputs[j % 16]), "run \(j)") }
     }
 }

@@ -38,7 +38,7 @@ import SPPRuntime
         let p = x.pointer(as: Float.self)
         p[4 * cols + 5] = .infinity
         let q = QuantizedRows(p, rows: rows, columns: cols, ld: cols, range: range)
-        defer { q.deallocate() }
+        defer { withExtendedLifetime(q) {} }
         let levels = Float(range.levels)
         for r in 0..<rows {
             let row = (0..<cols).map { p[r * cols + $0] }
@@ -124,7 +124,7 @@ import SPPRuntime
                 let w = extreme ? Tensor([Float](repeating: 0.5, count: s.k * s.n), shape: [s.k, s.n]) : r.tensor([s.k, s.n])
                 let qw = try QuantizedMatrix.quantize(w)
                 let q = QuantizedRows(x.pointer(as: Float.self), rows: s.m, columns: s.k, ld: s.k, range: range)
-                defer { q.deallocate() }
+                defer { withExtendedLifetime(q) {} }
                 var fast = [Int32](repeating: 0, count: s.m * s.n), slow = fast
                 Linear.int8Product(q, qw.values, &fast)
                 spp_gemm_u8s8s32_ref(s.m, s.n, s.k, q.values, s.k, qw.values.pointer(as: Int8.self), s.n, &slow, s.n)
@@ -153,7 +153,7 @@ import SPPRuntime
             let parts = try QuantizedMatrix.quantize(r.tensor([s.k, s.n]))
             let bias = r.tensor([s.n]), before = r.tensor([s.m, s.n])
             let q = QuantizedRows(x.pointer(as: Float.self), rows: s.m, columns: s.k, ld: s.k, range: range)
-            defer { q.deallocate() }
+            defer { withExtendedLifetime(q) {} }
             let wv = parts.values.pointer(as: Int8.self), ws = parts.scales.floats
             var product = [Double](repeating: 0, count: s.m * s.n)
             for row in 0..<s.m {
@@ -178,6 +178,17 @@ import SPPRuntime
                 // Measured ≤ 1.0e-7.
                 #expect(e < 4e-7, "\(s) \(mode) \(range) pack \(pack): normalised error \(e)")
             }
+            // Rows of C spaced apart (the products cannot be made in C's place): the same
+            // values in the first n columns, the 3 after each row untouched.
+            let ldc = s.n + 3
+            let spaced = Tensor([Float](repeating: 7, count: s.m * ldc), shape: [s.m, ldc])
+            try Linear.int8Gemm(m: s.m, a: x.pointer(as: Float.self), lda: s.k, w: qw, bias: bias.pointer(as: Float.self),
+                                c: spaced.pointer(as: Float.self), ldc: ldc, range: range)
+            let sf = spaced.floats
+            let got = Tensor((0..<(s.m * s.n)).map { sf[($0 / s.n) * ldc + $0 % s.n] }, shape: [s.m, s.n])
+            let want = Tensor(product.enumerated().map { j, v in Float(v + Double(bias.floats[j % s.n])) }, shape: [s.m, s.n])
+            #expect(normalisedError(got, want) < 4e-7, "\(s) spaced rows \(range) pack \(pack)")
+            #expect((0..<s.m).allSatisfy { r in sf[(r * ldc + s.n)..<((r + 1) * ldc)].allSatisfy { $0 == 7 } }, "\(s) wrote past its rows")
             }
         }
     }
@@ -197,7 +208,7 @@ import SPPRuntime
             let out = Tensor(dtype: .float32, shape: [m, n])
             try Linear.int8Gemm(m: m, a: x.pointer(as: Float.self), lda: k, w: qw, c: out.pointer(as: Float.self), ldc: n, range: range)
             let q = QuantizedRows(x.pointer(as: Float.self), rows: m, columns: k, ld: k, range: range)
-            defer { q.deallocate() }
+            defer { withExtendedLifetime(q) {} }
             let xf = x.floats, of = out.floats
             var err2 = 0.0, ref2 = 0.0
             for row in 0..<m {

@@ -39,6 +39,9 @@ void spp_parallel(unsigned threads, void (*body)(void *ctx, int thread, int thre
 // The two ends of the int8 GEMM (SPPKernels/Linear+Int8.swift): activations
 // quantized per row before it, int32 products turned back into float32 after it.
 
+/// int32 that may share memory with floats (`spp_dequantize_rows` in place).
+typedef int32_t __attribute__((may_alias)) spp_aliased_int32;
+
 /// Quantizes `rows` rows of x (leading dimension ldx) to 0…levels, asymmetric per row:
 /// the row's range [min, max], widened to include 0, maps onto 0…levels, so
 /// scale[r] = (max − min) / levels, zero[r] = round(−min / scale[r]) and
@@ -50,7 +53,8 @@ void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, size_t cols, 
 void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums);
 /// y[r, c] = row_scale[r] · col_scale[c] · (acc[r, c] − row_zero[r] · col_sum[c]), plus bias[c]
 /// when bias is not NULL, else plus the y[r, c] already there when accumulate is nonzero.
-void spp_dequantize_rows(const int32_t *acc, size_t ldacc, size_t rows, size_t cols,
+/// acc may be y itself (same leading dimension, not accumulating): each element is read before it is written.
+void spp_dequantize_rows(const spp_aliased_int32 *acc, size_t ldacc, size_t rows, size_t cols,
                          const float *row_scale, const int32_t *row_zero,
                          const float *col_scale, const int32_t *col_sum,
                          const float *bias, int accumulate, float *y, size_t ldy);

@@ -1,0 +1,98 @@
+import Synchronization
+
+/// Buffers for what a program makes as it runs (values and kernel scratch), kept
+/// from one run to the next. Without it, a first run frees its activations to
+/// the heap around objects it creates and keeps (oneDNN's kernels for each new
+/// shape, lookup-table chunks); the holes stay resident and the heap never
+/// shrinks. Kept here they are reused by every run instead.
+///
+/// A run takes buffers while it is `current` (`run(_:)`); a buffer goes back
+/// when its `TensorStorage` is released, whichever thread releases it. At the
+/// end of each run the pool frees what that run did not take, so a change of
+/// input shape does not leave the old shape's buffers behind.
+public final class BufferPool: Sendable {
+    /// The pool that storage made on this thread takes from (none: the heap).
+    @TaskLocal public static var current: BufferPool?
+
+    /// Smaller buffers come from the heap: their holes cost little.
+    public static let minimumBytes = 16 << 10
+
+    private struct Buffer {
+        let bytes: UnsafeMutableRawPointer
+        let capacity: Int
+        /// The run that last took it.
+        var run: Int
+    }
+
+    private struct State: ~Copyable {
+        /// Free buffers, smallest first.
+        var free: [Buffer] = []
+        var runs = 0
+        /// Bytes of all buffers the pool made and has not freed (free or taken).
+        var held = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    deinit {
+        state.withLock { s in for b in s.free { b.bytes.deallocate() } }
+    }
+
+    /// Bytes the pool holds: free buffers and those taken.
+    public var heldBytes: Int { state.withLock { $0.held } }
+
+    /// Runs `body` with this pool current, then frees the buffers the run did not take.
+    public func run<R>(_ body: () throws -> R) rethrows -> R {
+        let run = state.withLock { s in
+            s.runs += 1
+            return s.runs
+        }
+        defer { release(notTakenSince: run) }
+        return try BufferPool.$current.withValue(self, operation: body)
+    }
+
+    /// A buffer of at least `byteCount` bytes (64-byte aligned): the smallest free one
+    /// no more than twice as large, else a new one. Returns it with its capacity.
+    func take(_ byteCount: Int) -> (bytes: UnsafeMutableRawPointer, capacity: Int) {
+        let reused: Buffer? = state.withLock { s in
+            guard let i = s.free.firstIndex(where: { $0.capacity >= byteCount }) else { return nil }
+            var b = s.free.remove(at: i)
+            b.run = s.runs
+            return b
+        }
+        if let reused { return (reused.bytes, reused.capacity) }
+        let capacity = BufferPool.sizeClass(byteCount)
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        state.withLock { $0.held += capacity }
+        return (bytes, capacity)
+    }
+
+    /// Capacities are 2^k or 1.5 · 2^k bytes, so that buffers of nearby sizes (the
+    /// ragged widths of a pruned model's layers) share one: a pool holds at most
+    /// about a third more than it hands out.
+    static func sizeClass(_ byteCount: Int) -> Int {
+        let power = 1 << (Int.bitWidth - (max(byteCount, 2) - 1).leadingZeroBitCount)
+        return byteCount <= power / 4 * 3 ? power / 4 * 3 : power
+    }
+
+    /// Takes back a buffer from `take`.
+    func give(_ bytes: UnsafeMutableRawPointer, capacity: Int) {
+        state.withLock { s in
+            let b = Buffer(bytes: bytes, capacity: capacity, run: s.runs)
+            let i = s.free.firstIndex { $0.capacity >= capacity } ?? s.free.endIndex
+            s.free.insert(b, at: i)
+        }
+    }
+
+    private func release(notTakenSince run: Int) {
+        let stale: [Buffer] = state.withLock { s in
+            let stale = s.free.filter { $0.run < run }
+            s.free.removeAll { $0.run < run }
+            s.held -= stale.reduce(0) { $0 + $1.capacity }
+            return stale
+        }
+        for b in stale { b.bytes.deallocate() }
+    }
+}
