@@ -47,8 +47,8 @@ struct TensorDecoder {
 
     /// Reads the scales that `entries` name, so that their values can be expanded.
     mutating func readScales(of entries: [TensorEntryInfo]) throws {
-        var names: [String] = []
-        for e in entries { if let s = e.encoding?.scales, scales[s] == nil, !names.contains(s) { names.append(s) } }
+        var names: [String] = [], seen: Set<String> = []
+        for e in entries { if let s = e.encoding?.scales, scales[s] == nil, seen.insert(s).inserted { names.append(s) } }
         let found = try names.map { name in
             guard let e = reader.entry(named: name) else { throw FormatError.noSuchTensor(path: reader.path, name: name) }
             return e
