@@ -8,8 +8,9 @@ import Synchronization
 ///
 /// A run takes buffers while it is `current` (`run(_:)`); a buffer goes back
 /// when its `TensorStorage` is released, whichever thread releases it. At the
-/// end of each run the pool frees what that run did not take, so a change of
-/// input shape does not leave the old shape's buffers behind.
+/// end of each run the pool frees the free buffers nothing took or gave back
+/// since that run began, so a change of input shape does not leave the old
+/// shape's buffers behind.
 public final class BufferPool: Sendable {
     /// The pool that storage made on this thread takes from (none: the heap).
     @TaskLocal public static var current: BufferPool?
@@ -54,7 +55,8 @@ public final class BufferPool: Sendable {
     }
 
     /// A buffer of at least `byteCount` bytes (64-byte aligned): the smallest free one
-    /// no more than twice as large, else a new one. Returns it with its capacity.
+    /// that is large enough (so a block's scratch can reuse another block's), else a
+    /// new one. Returns it with its capacity.
     func take(_ byteCount: Int) -> (bytes: UnsafeMutableRawPointer, capacity: Int) {
         let reused: Buffer? = state.withLock { s in
             guard let i = s.free.firstIndex(where: { $0.capacity >= byteCount }) else { return nil }
@@ -70,20 +72,26 @@ public final class BufferPool: Sendable {
     }
 
     /// Capacities are 2^k or 1.5 · 2^k bytes, so that buffers of nearby sizes (the
-    /// ragged widths of a pruned model's layers) share one: a pool holds at most
-    /// about a third more than it hands out.
+    /// ragged widths of a pruned model's layers) share one: a new buffer is at most
+    /// half again as large as asked for.
     static func sizeClass(_ byteCount: Int) -> Int {
         let power = 1 << (Int.bitWidth - (max(byteCount, 2) - 1).leadingZeroBitCount)
         return byteCount <= power / 4 * 3 ? power / 4 * 3 : power
     }
 
-    /// Takes back a buffer from `take`.
+    /// Takes back a buffer from `take`, dated to the latest run (it may be an output
+    /// the caller held past its own run).
     func give(_ bytes: UnsafeMutableRawPointer, capacity: Int) {
         state.withLock { s in
             let b = Buffer(bytes: bytes, capacity: capacity, run: s.runs)
             let i = s.free.firstIndex { $0.capacity >= capacity } ?? s.free.endIndex
             s.free.insert(b, at: i)
         }
+    }
+
+    /// Frees every free buffer (the program is gone; outputs still held come back later and stay).
+    public func releaseFree() {
+        release(notTakenSince: .max)
     }
 
     private func release(notTakenSince run: Int) {

@@ -55,27 +55,29 @@ public final class SPPReader: Sendable {
         self.limits = limits
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FormatError.readFailed(path: path, reason: FileIO.lastError) }
+        let fileSize: Int, version: UInt32, header: Header
         do {
             var st = stat()
             guard fstat(fd, &st) == 0 else { throw FormatError.readFailed(path: path, reason: FileIO.lastError) }
             guard (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError.readFailed(path: path, reason: "not a regular file") }
-            let fileSize = Int(st.st_size)
-            let (version, header) = try Self.readHeader(fd: fd, path: path, fileSize: fileSize, limits: limits)
-            frames = FrameReader(path: path, fd: fd, scalesNames: Set(header.entries.compactMap { $0.encoding?.scales }))
-            self.fileSize = fileSize
-            formatVersion = version
-            graphStructure = header.graph
-            provenance = header.provenance
-            pruningPath = header.pruningPath
-            costTable = header.costTable
-            lookupTables = header.lookupTables
-            dataOffset = header.dataOffset
-            tensorEntries = header.entries
-            index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+            fileSize = Int(st.st_size)
+            (version, header) = try Self.readHeader(fd: fd, path: path, fileSize: fileSize, limits: limits)
         } catch {
             close(fd)
             throw error
         }
+        // From here the frame reader owns the descriptor (closed with it).
+        frames = FrameReader(path: path, fd: fd, scalesNames: Set(header.entries.compactMap { $0.encoding?.scales }))
+        self.fileSize = fileSize
+        formatVersion = version
+        graphStructure = header.graph
+        provenance = header.provenance
+        pruningPath = header.pruningPath
+        costTable = header.costTable
+        lookupTables = header.lookupTables
+        dataOffset = header.dataOffset
+        tensorEntries = header.entries
+        index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
     }
 
     /// The table row of tensor `name`, if the file has it.

@@ -67,6 +67,9 @@ public final class Program: @unchecked Sendable {
     /// Where runs take the buffers of their values and kernels' scratch.
     let buffers = BufferPool()
 
+    // Outputs a caller still holds keep the pool alive; its free buffers need not wait for them.
+    deinit { buffers.releaseFree() }
+
     /// Tables read by row on demand (a `.spp`'s token embeddings), by value name.
     let lookupTables: [String: LookupSource]
 

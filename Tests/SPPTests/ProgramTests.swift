@@ -63,6 +63,19 @@ import SPPGraph
         #expect(program.buffers.heldBytes == 0)
     }
 
+    @Test func aProgramsFreeBuffersGoWithIt() throws {
+        var program: Program? = try Program(graph: Self.chain)
+        let x = Self.input(rows: 128, seed: 0)
+        let kept = try program!.run(["x": x])
+        _ = try program!.run(["x": x])
+        // kept's b and out are taken; the second run's went back: 4 buffers of 64 KiB.
+        let pool = program!.buffers
+        #expect(pool.heldBytes == 4 * 65536)
+        program = nil
+        #expect(pool.heldBytes == 2 * 65536, "only what the caller still holds")
+        #expect(kept["out"]!.floats == Self.relu(x))
+    }
+
     @Test func concurrentRunsGetTheirOwnBuffers() throws {
         let program = try Program(graph: Self.chain)
         let inputs = (0..<16).map { Self.input(rows: 128, seed: Float($0) / 16) }

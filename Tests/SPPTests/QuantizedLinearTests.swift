@@ -35,6 +35,7 @@ import SPPRuntime
     func rowQuantizationFollowsTheDefinition(_ range: ActivationRange) {
         let (rows, cols) = (6, 37)
         let x = Self.activations(rows: rows, columns: cols, seed: 11)
+        defer { withExtendedLifetime(x) {} }
         let p = x.pointer(as: Float.self)
         p[4 * cols + 5] = .infinity
         let q = QuantizedRows(p, rows: rows, columns: cols, ld: cols, range: range)
@@ -121,6 +122,7 @@ import SPPRuntime
             for extreme in [false, true] {
                 var r = SeededRandom(UInt64(20 + i))
                 let x = extreme ? Tensor([Float](repeating: 1, count: s.m * s.k), shape: [s.m, s.k]) : Self.activations(rows: s.m, columns: s.k, seed: UInt64(30 + i))
+                defer { withExtendedLifetime(x) {} }
                 let w = extreme ? Tensor([Float](repeating: 0.5, count: s.k * s.n), shape: [s.k, s.n]) : r.tensor([s.k, s.n])
                 let qw = try QuantizedMatrix.quantize(w)
                 let q = QuantizedRows(x.pointer(as: Float.self), rows: s.m, columns: s.k, ld: s.k, range: range)
@@ -150,6 +152,7 @@ import SPPRuntime
         for (i, s) in Self.shapes.enumerated() {
             var r = SeededRandom(UInt64(40 + i))
             let x = Self.activations(rows: s.m, columns: s.k, seed: UInt64(50 + i))
+            defer { withExtendedLifetime(x) {} }
             let parts = try QuantizedMatrix.quantize(r.tensor([s.k, s.n]))
             let bias = r.tensor([s.n]), before = r.tensor([s.m, s.n])
             let q = QuantizedRows(x.pointer(as: Float.self), rows: s.m, columns: s.k, ld: s.k, range: range)
