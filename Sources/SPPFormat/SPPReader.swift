@@ -85,13 +85,18 @@ public final class SPPReader: Sendable {
         index[name].map { tensorEntries[$0] }
     }
 
+    /// The table row of tensor `name`; `FormatError.noSuchTensor` if the file lacks it.
+    public func requiredEntry(named name: String) throws -> TensorEntryInfo {
+        guard let e = entry(named: name) else { throw FormatError.noSuchTensor(path: path, name: name) }
+        return e
+    }
+
     /// Reads, checks and decodes one tensor.
     ///
     /// - Throws: `FormatError.noSuchTensor`, or the frame's problem
     ///   (truncated, checksum mismatch, decompression failed, size mismatch).
     public func tensor(named name: String) throws -> Tensor {
-        guard let e = entry(named: name) else { throw FormatError.noSuchTensor(path: path, name: name) }
-        return try tensor(e)
+        try tensor(requiredEntry(named: name))
     }
 
     /// Reads, checks and decodes the tensor of a table row from this reader, as

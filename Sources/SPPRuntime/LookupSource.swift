@@ -40,11 +40,7 @@ public final class LookupSource: @unchecked Sendable {
                   e.valueDType == first.valueDType else {
                 throw RuntimeError.corruptPath("chunk '\(name)' of lookup table '\(table.name)' does not hold \(rows) rows like the others")
             }
-            let scales = try e.encoding?.scales.map { name in
-                guard let s = reader.entry(named: name) else { throw FormatError.noSuchTensor(path: reader.path, name: name) }
-                return s
-            }
-            return (e, scales)
+            return (e, try e.encoding?.scales.map(reader.requiredEntry))
         }
         rowShape = Array(first.shape.dropFirst())
         dtype = first.valueDType

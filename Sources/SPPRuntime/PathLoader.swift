@@ -76,7 +76,8 @@ public enum PathLoader {
             TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
         }
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo)] = []
+        // Each refit's tensors and the entries its task reads (the kept rows' chunks, then the offset).
+        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo, entries: [TensorEntryInfo])] = []
         var pairRows: [[String: UnitRows]] = []
         for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
@@ -110,17 +111,15 @@ public enum PathLoader {
                     throw RuntimeError.missingRepairData(node: pair.node, missing: missing,
                                                          retired: pair.tensors.map(\.role).filter(FeedForwardRepair.Role.retired.contains).sorted())
                 }
-                refits.append((p, tensors, offset))
+                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + [offset]
+                refits.append((p, tensors, offset, entries))
             }
             pairRows.append(rows)
         }
 
         var clock = StageClock()
         var decoder = TensorDecoder(reader: reader, threads: threads)
-        let repairEntries = try refits.flatMap { p, tensors, offset in
-            try tensors.flatMap { try UnitRows.parts(reader, $0, count: counts[p]).map(\.entry) } + [offset]
-        }
-        try decoder.readScales(of: tasks.flatMap(\.entries) + repairEntries)
+        try decoder.readScales(of: tasks.flatMap(\.entries) + refits.flatMap(\.entries))
         try decoder.run(tasks)
         clock.lap("decode")
 
@@ -141,13 +140,12 @@ public enum PathLoader {
             refitted.deallocate()
         }
         do {
-            let refitTasks = try refits.map { p, tensors, offsetEntry in
+            let refitTasks = try refits.map { p, tensors, offsetEntry, entries in
                 let pair = path.pairs[p], n = counts[p]
                 let node = graph.nodes[nodeIndex[pair.node]!]
                 guard node.inputs.count > 4, let b2 = graph.initializers[node.inputs[4]] else {
                     throw RuntimeError.corruptPath("FFN node '\(pair.node)' lacks its b2")
                 }
-                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + [offsetEntry]
                 return TensorDecoder.Task(entries: entries) { decoder, buffers in
                     var rows: [String: Tensor] = [:]
                     for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {

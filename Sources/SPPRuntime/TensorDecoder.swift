@@ -49,10 +49,7 @@ struct TensorDecoder {
     mutating func readScales(of entries: [TensorEntryInfo]) throws {
         var names: [String] = [], seen: Set<String> = []
         for e in entries { if let s = e.encoding?.scales, scales[s] == nil, seen.insert(s).inserted { names.append(s) } }
-        let found = try names.map { name in
-            guard let e = reader.entry(named: name) else { throw FormatError.noSuchTensor(path: reader.path, name: name) }
-            return e
-        }
+        let found = try names.map(reader.requiredEntry)
         let tensors = found.map { Tensor(dtype: $0.dtype, shape: $0.shape) }
         try run(zip(found, tensors).map { Task(Job(entry: $0, rows: Self.rowCount($0), asValue: false, destination: $1.rawPointer)) })
         for (e, t) in zip(found, tensors) { scales[e.name] = t }
