@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "SPPRuntime", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPFormat", "CKernels"]),
         .target(name: "SPPTokenizers", dependencies: ["SPPCore"]),
         .target(name: "SPPONNX", dependencies: ["SPPCore", "SPPGraph", "CProtobuf", "SPPProtobuf"]),
-        .target(name: "SPPPasses", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPRuntime", "CLinalg"]),
+        .target(name: "SPPPasses", dependencies: ["SPPCore", "SPPGraph", "SPPKernels", "SPPRuntime", "CKernels", "CLinalg"]),
 
         // What both command-line tools share: opening .onnx or .spp, conversion, summaries.
         .target(name: "SPPTools", dependencies: ["SPPCore", "SPPGraph", "SPPFormat", "SPPRuntime", "SPPTokenizers", "SPPONNX", "SPPPasses",

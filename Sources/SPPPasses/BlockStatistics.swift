@@ -7,7 +7,7 @@ import SPPRuntime
 /// Second moments and activation statistics of every fused block on
 /// calibration data, gathered from the dense model. They drive the whitened
 /// rotations (QK: moment of the block input x̃ = [x, 1]; VO: per head, moment of
-/// the attention-mixed input m̃ = Σ_j p_ij x̃_j) and the FFN neuron importance.
+/// the attention-mixed input m̃ = Σ_j p_ij x̃_j) and the FFN repair.
 public struct BlockStatistics: Sendable {
     public struct AttentionStats: Sendable {
         /// E[x̃ x̃ᵀ], (D+1)×(D+1).
@@ -17,16 +17,11 @@ public struct BlockStatistics: Sendable {
     }
 
     public struct FeedForwardStats: Sendable {
-        /// E|h_j| and E[h_j²] of the activation after the nonlinearity.
-        public var meanAbs: [Double]
-        public var meanSquare: [Double]
-        /// E[h] and Cov[h] (F×F), for the least-squares repair of W2.
+        /// E[h] and Cov[h] (F×F) of the activation after the nonlinearity, for the least-squares repair of W2.
         public var mean: [Double]
         public var covariance: Matrix
 
-        public init(meanAbs: [Double], meanSquare: [Double], mean: [Double], covariance: Matrix) {
-            self.meanAbs = meanAbs
-            self.meanSquare = meanSquare
+        public init(mean: [Double], covariance: Matrix) {
             self.mean = mean
             self.covariance = covariance
         }
@@ -60,8 +55,6 @@ public struct BlockStatistics: Sendable {
     struct Accumulators {
         var inputSums: [String: [Double]] = [:]
         var mixedSums: [String: [[Double]]] = [:]
-        var absSums: [String: [Double]] = [:]
-        var squareSums: [String: [Double]] = [:]
         var hiddenSums: [String: [Double]] = [:]
         var hiddenMoments: [String: [Double]] = [:]
         var counts: [String: Int] = [:]
@@ -77,8 +70,6 @@ public struct BlockStatistics: Sendable {
             }
             for n in ffn {
                 let f = graph.initializers[n.inputs[1]]?.shape[1] ?? 0
-                absSums[n.name] = [Double](repeating: 0, count: f)
-                squareSums[n.name] = [Double](repeating: 0, count: f)
                 hiddenSums[n.name] = [Double](repeating: 0, count: f)
                 hiddenMoments[n.name] = [Double](repeating: 0, count: f * f)
             }
@@ -159,10 +150,7 @@ public struct BlockStatistics: Sendable {
             var n = 0
             for t in 0..<(x.count / d) where flags.map({ $0[t] != 0 }) ?? true {
                 for j in 0..<f {
-                    let v = Double(ph[t * f + j])
-                    absSums[node.name]![j] += abs(v)
-                    squareSums[node.name]![j] += v * v
-                    hiddenSums[node.name]![j] += v
+                    hiddenSums[node.name]![j] += Double(ph[t * f + j])
                 }
                 rows.append(contentsOf: UnsafeBufferPointer(start: ph + t * f, count: f))
                 n += 1
@@ -180,14 +168,13 @@ public struct BlockStatistics: Sendable {
                 out.attention[name] = AttentionStats(inputMoment: mean(sums), mixedMoments: mixedSums[name]!.map(mean))
                 out.tokens = max(out.tokens, counts[name] ?? 0)
             }
-            for (name, sums) in absSums {
+            for (name, sums) in hiddenSums {
                 let n = Double(max(counts[name] ?? 0, 1))
                 let f = sums.count
-                let mean = hiddenSums[name]!.map { $0 / n }
+                let mean = sums.map { $0 / n }
                 var covariance = Matrix(rows: f, cols: f, data: hiddenMoments[name]!.map { $0 / n })
                 for i in 0..<f { for j in 0..<f { covariance[i, j] -= mean[i] * mean[j] } }
-                out.feedForward[name] = FeedForwardStats(meanAbs: sums.map { $0 / n }, meanSquare: squareSums[name]!.map { $0 / n },
-                                                         mean: mean, covariance: covariance)
+                out.feedForward[name] = FeedForwardStats(mean: mean, covariance: covariance)
             }
             return out
         }

@@ -34,12 +34,10 @@ enum BlockProblem {
 
     /// The loss of removing each FFN neuron or VO direction alone (the quadratic's diagonal).
     var singleRemovalLosses: [Double] {
-        let q: QuadraticLoss
         switch self {
-        case let .feedForward(_, l): q = l
-        case let .attention(_, p): q = p.voQuadratic
+        case let .feedForward(_, l): return l.diagonal
+        case let .attention(_, p): return p.voQuadratic.diagonal
         }
-        return (0..<q.size).map { Double(q.a[$0 * q.size + $0]) }
     }
 }
 

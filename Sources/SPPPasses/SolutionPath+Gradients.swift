@@ -60,6 +60,9 @@ struct QuadraticLoss: Sendable {
         for i in 0..<size { g[i] += scale * Double(out[i]) }
     }
 
+    /// diag A: the loss of removing each unit alone.
+    var diagonal: [Double] { (0..<size).map { Double(a[$0 * size + $0]) } }
+
     /// 1ᵀ A 1: the loss with every unit of the block removed.
     var lossAtZero: Double { a.reduce(0.0) { $0 + Double($1) } }
 }

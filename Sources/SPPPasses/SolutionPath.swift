@@ -32,9 +32,8 @@ import SPPKernels
 /// very different levels are spread evenly over the iterations instead of the
 /// strong ones entering together and the weak ones never.
 ///
-/// What the order means, next to `--method svd`: in the `.absolute` measure the
-/// diagonal of these block losses (the loss of removing one unit alone) is
-/// exactly the svd score of FFN neurons and VO directions. The path instead
+/// What the order means, next to `--method svd`: svd scores each unit by the
+/// diagonal of these block losses (the loss of removing it alone). The path instead
 /// lets the other masks move while a unit is outside the support, so it ranks
 /// units by their importance when the rest may compensate — a refit that a
 /// pruned model only gets from a repair step. Measured on all-MiniLM-L6-v2
@@ -189,7 +188,7 @@ public enum SolutionPath {
     }
 
     /// The capture is a dense forward pass: counted as this share of the work in progress reports.
-    static let captureShare = 0.1
+    public static let captureShare = 0.1
 
     /// Captures every fused block's loss on `batches` (see `Prepared`).
     public static func prepare(graph: Graph, batches: [[String: Tensor]], options: Options = .init(),

@@ -1,7 +1,8 @@
 import SPPCore
 import SPPGraph
 
-/// How important each prunable unit is, for the one-shot methods.
+/// `--method magnitude`'s ranking (no data). The data-aware methods score units
+/// by their block losses (`SolutionPath`) and pool them end to end (`GroupAllocation`).
 public enum UnitScoring {
     /// `--method magnitude`: products of weight norms, no data. QK direction i of a
     /// head: ‖Wq col‖·‖Wk col‖; VO: ‖Wv col‖·‖Wo row‖; FFN neuron: ‖W1 col‖·‖W2 row‖.
@@ -25,39 +26,6 @@ public enum UnitScoring {
         }
         return scores
     }
-
-    /// `--method svd`: after the whitened rotation, each unit's share of its block's
-    /// output energy on the calibration data, so that units of all kinds pool into
-    /// one order. VO direction: s² (its values are uncorrelated with variance s and
-    /// its output row has norm² s). FFN neuron: E[h²]·‖W2 row‖². QK direction: the
-    /// logit energy scale²·s² times the head's value-output energy, the first-order
-    /// size of what a logit change moves.
-    public static func whitened(_ graph: Graph, strengths: RotateAttention.Strengths, statistics: BlockStatistics) throws -> UnitScores {
-        var scores = UnitScores()
-        for node in graph.nodes {
-            switch node.op {
-            case .attention:
-                let scale = Double(try node.float("scale", default: 1))
-                let vo = strengths.valueOutput[node.name] ?? []
-                let qk = strengths.queryKey[node.name] ?? []
-                scores.valueOutput[node.name] = vo.map { $0.map { $0 * $0 } }
-                scores.queryKey[node.name] = qk.enumerated().map { h, s in
-                    let headEnergy = h < vo.count ? vo[h].reduce(0) { $0 + $1 * $1 } : 0
-                    return s.map { scale * scale * $0 * $0 * headEnergy }
-                }
-            case .feedForward:
-                let (_, w2) = try ffnWeights(node, graph)
-                let meanSquare = statistics.feedForward[node.name]?.meanSquare ?? []
-                scores.feedForward[node.name] = (0..<w2.rows).map { j in
-                    (j < meanSquare.count ? meanSquare[j] : 0) * pow2(rowNorm(w2, j))
-                }
-            default: continue
-            }
-        }
-        return scores
-    }
-
-    static func pow2(_ x: Double) -> Double { x * x }
 
     static func columnNorm(_ m: Matrix, _ j: Int) -> Double {
         (0..<m.rows).reduce(0) { $0 + m[$1, j] * m[$1, j] }.squareRoot()

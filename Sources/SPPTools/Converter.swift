@@ -13,10 +13,13 @@ public struct Converter {
         case none
         /// Units ranked by products of weight norms (no data).
         case magnitude
-        /// Whitened SVD rotation of QK and VO pairs, units ranked by their share of output energy on calibration data.
+        /// Whitened SVD rotation of QK and VO pairs; within each group (a block's QK, VO or FFN
+        /// units) units ranked by the block loss of removing each alone, groups pooled by their
+        /// measured effect on the model output (`GroupAllocation`).
         case svd
-        /// Whitened rotation, then units ranked by the solution path of a Linearized Bregman
-        /// Iteration on their masks (block-wise distillation to the dense model).
+        /// Whitened rotation, then units ranked within each group by the solution path of a
+        /// Linearized Bregman Iteration on their masks (block-wise distillation to the dense
+        /// model); groups pooled as for svd.
         case spp
     }
 
@@ -167,8 +170,18 @@ extension Converter {
         case .magnitude:
             return (try UnitScoring.magnitude(graph), nil)
         case .svd:
-            let (_, statistics, strengths) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
-            return (try UnitScoring.whitened(graph, strengths: strengths, statistics: statistics), statistics)
+            let (batches, statistics, _) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
+            var nextQuarter = 1
+            let prepared = try SolutionPath.prepare(graph: graph, batches: batches, options: options.path) { p in
+                let done = p.fraction / SolutionPath.captureShare
+                if done * 4 >= Double(nextQuarter) {
+                    while done * 4 >= Double(nextQuarter) { nextQuarter += 1 }
+                    progress(String(format: "unit losses: capture %.0f%%", 100 * done))
+                }
+            }
+            let scores = prepared.singleRemovalScores()
+            stage("unit losses")
+            return (try allocate(scores, graph: graph, batches: batches, statistics: statistics, progress: progress, stage: stage), statistics)
         case .spp:
             let (batches, statistics, _) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
             // On a terminal the line rewrites itself; otherwise a line about every 10%.
@@ -184,8 +197,24 @@ extension Converter {
             }
             if terminal { Report.progressDone() }
             stage("solution path")
-            return (scores, statistics)
+            return (try allocate(scores, graph: graph, batches: batches, statistics: statistics, progress: progress, stage: stage), statistics)
         }
+    }
+
+    /// Pools the units of all groups by their measured end-to-end cost (`GroupAllocation`),
+    /// keeping the method's order within each group.
+    func allocate(_ scores: UnitScores, graph: Graph, batches: [[String: Tensor]], statistics: BlockStatistics,
+                  progress: (String) -> Void, stage: (String) -> Void) throws -> UnitScores {
+        var nextTenth = 1
+        let pooled = try GroupAllocation.apply(scores, graph: graph, batches: batches, repair: statistics.feedForward,
+                                               ridge: options.repairRidge) { done, total in
+            if done * 10 >= nextTenth * total {
+                while done * 10 >= nextTenth * total { nextTenth += 1 }
+                progress("allocation: \(done)/\(total) group curves")
+            }
+        }
+        stage("allocation")
+        return pooled
     }
 
     /// What the data-aware methods share: calibration batches, block statistics of

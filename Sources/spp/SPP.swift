@@ -41,7 +41,7 @@ struct Convert: ParsableCommand {
     @Option(help: "spp: coupling ν between masks and the sparse estimate.") var nu: Double?
     @Option(help: "spp: iterations of the path.") var iterations: Int?
     @Option(help: "Relative ridge of the load-time least-squares refit of pruned FFN blocks (svd, spp); 0 stores no refit data.") var repairRidge: Double = Converter.Options().repairRidge
-    @Option(help: "spp: block loss normalisation: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "svd, spp: block loss normalisation: \(SolutionPath.Normalization.allCases.map(\.rawValue).joined(separator: ", ")).")
     var pathLoss: String?
 
     func run() throws {

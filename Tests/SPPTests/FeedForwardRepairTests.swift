@@ -143,7 +143,7 @@ import SPPRuntime
         let mean = (0..<n).map { j in h.reduce(0) { $0 + $1[j] } / Double(samples) }
         var cov = Matrix.zeros(n, n)
         for row in h { for i in 0..<n { for j in 0..<n { cov[i, j] += (row[i] - mean[i]) * (row[j] - mean[j]) / Double(samples) } } }
-        let stats = BlockStatistics.FeedForwardStats(meanAbs: [], meanSquare: [], mean: mean, covariance: cov)
+        let stats = BlockStatistics.FeedForwardStats(mean: mean, covariance: cov)
         let w2: [[Double]] = (0..<n).map { _ in (0..<d).map { _ in Double(rng.signedUnit()) } }
         let b2 = (0..<d).map { _ in Float(Double(rng.signedUnit())) }
         let order = [3, 7, 0, 9, 1, 5, 2, 8, 6, 4]
@@ -196,8 +196,8 @@ import SPPRuntime
             inputs[name] = try Npy.read(path: fixture.appendingPathComponent("input_\(k).npy").path)
         }
         let stats = try BlockStatistics.collect(graph: graph, batches: [inputs], validity: nil)
-        let strengths = try RotateAttention.apply(&graph, statistics: stats)
-        let scores = try UnitScoring.whitened(graph, strengths: strengths, statistics: stats)
+        _ = try RotateAttention.apply(&graph, statistics: stats)
+        let scores = try SolutionPath.prepare(graph: graph, batches: [inputs]).singleRemovalScores()
         let built = try PathBuilder.build(graph, scores: scores, method: "svd", repair: stats.feedForward, ridge: 1e-4)
         let dir = TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -55,9 +55,9 @@ import SPPTools
         for method in ["magnitude", "svd"] {
             let (file, inputs, expected, dir) = try writePath(method) { graph in
                 if method == "magnitude" { return try UnitScoring.magnitude(graph) }
-                let stats = try BlockStatistics.collect(graph: graph, batches: [try load().1])
-                let strengths = try RotateAttention.apply(&graph, statistics: stats)
-                return try UnitScoring.whitened(graph, strengths: strengths, statistics: stats)
+                let batches = [try load().1]
+                _ = try RotateAttention.apply(&graph, statistics: try BlockStatistics.collect(graph: graph, batches: batches))
+                return try SolutionPath.prepare(graph: graph, batches: batches).singleRemovalScores()
             }
             defer { try? FileManager.default.removeItem(at: dir) }
             let model = try Model(path: file, keep: 1)
