@@ -25,9 +25,9 @@ import SPPRuntime
 /// repair applied, as the pruned model runs.
 public enum GroupAllocation {
     public struct Options: Sendable {
-        /// Fractions of each group removed to measure its curve.
+        /// Fractions of each group removed to measure its curve (the whole group is always measured).
         public var fractions = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
-        /// Calibration sequences the output error is measured on (the first ones).
+        /// Calibration sequences the output error is measured on: the first batches holding at least this many.
         public var sequences = 128
         /// The graph input marking real tokens (non-zero) in each batch.
         public var validity = "attention_mask"
@@ -50,13 +50,14 @@ public enum GroupAllocation {
         let groups = try makeGroups(scores, graph: graph)
         let subset = subsetBatches(batches, sequences: options.sequences)
         let dense = try outputs(of: graph, on: subset)
-        let total = groups.count * options.fractions.count
+        let fractions = options.fractions.filter { $0 > 0 && $0 < 1 }.sorted() + [1]
+        let total = groups.count * fractions.count
         var out = UnitScores()
         var done = 0
         for group in groups {
             let n = group.removalOrder.count
             var counts: [Int] = [0], errors: [Double] = [0]
-            for f in options.fractions {
+            for f in fractions {
                 let m = min(n, max(counts.last! + 1, Int((f * Double(n)).rounded())))
                 if m > counts.last! {
                     let pruned = try removing(group, count: m, from: graph, repair: repair[group.node.name], ridge: ridge)
@@ -75,8 +76,9 @@ public enum GroupAllocation {
             var unitScore = [Double](repeating: 0, count: n)
             for (i, unit) in group.removalOrder.enumerated() {
                 let segment = counts.firstIndex { $0 > i }! - 1
-                // A slightly larger score further along the order keeps the group's order within a segment.
-                unitScore[unit] = slopes[segment] * (1 + 1e-6 * Double(i) / Double(max(n, 1)))
+                // A slightly larger score further along the order keeps the group's order within a
+                // segment (the last term only where the slope is 0).
+                unitScore[unit] = slopes[segment] * (1 + 1e-6 * Double(i) / Double(max(n, 1))) + Double.leastNormalMagnitude * Double(i)
             }
             switch group.kind {
             case .feedForward:
@@ -153,7 +155,8 @@ public enum GroupAllocation {
 
     /// `graph` with the first `count` units of the group's removal order removed:
     /// their q (or v) column and bias entry zeroed, or the FFN neuron's W2 row — and,
-    /// given the statistics, the FFN's other rows and b2 refit as at load.
+    /// given the statistics, the FFN's other rows and b2 refit by the load-time repair's
+    /// objective (exactly, where the file stores an int8 factor of it).
     static func removing(_ group: Group, count: Int, from graph: Graph,
                          repair: BlockStatistics.FeedForwardStats?, ridge: Double) throws -> Graph {
         var g = graph
@@ -204,16 +207,28 @@ public enum GroupAllocation {
         if k > 0 {
             var trace = 0.0
             for j in 0..<f { trace += stats.covariance[j, j] }
-            let lambda = max(ridge, 1e-9) * max(trace / Double(f), 1e-12)
-            var a = Matrix.zeros(k, k)
-            for (x, i) in kept.enumerated() { for (y, j) in kept.enumerated() { a[x, y] = stats.covariance[i, j] } }
-            for x in 0..<k { a[x, x] += lambda }
-            // (A W2)_S = C_S,all W2 + λ W2_S.
+            let scale = max(trace / Double(f), 1e-12)
+            var lambda = max(ridge, 1e-9) * scale
+            var c = Matrix.zeros(k, k)
+            for (x, i) in kept.enumerated() { for (y, j) in kept.enumerated() { c[x, y] = stats.covariance[i, j] } }
             var rows = Matrix.zeros(k, f)
             for (x, i) in kept.enumerated() { for j in 0..<f { rows[x, j] = stats.covariance[i, j] } }
-            var rhs = rows * Matrix(rows: f, cols: d, data: w2.map(Double.init))
-            for (x, i) in kept.enumerated() { for col in 0..<d { rhs[x, col] += lambda * Double(w2[i * d + col]) } }
-            let w = try Linalg.solvePositiveDefinite(a, rhs)
+            let cw = rows * Matrix(rows: f, cols: d, data: w2.map(Double.init))
+            var w: Matrix
+            // As `FeedForwardRepair.make`: the ridge grows until the factorization holds.
+            while true {
+                var a = c
+                for x in 0..<k { a[x, x] += lambda }
+                // (A W2)_S = C_S,all W2 + λ W2_S.
+                var rhs = cw
+                for (x, i) in kept.enumerated() { for col in 0..<d { rhs[x, col] += lambda * Double(w2[i * d + col]) } }
+                do {
+                    w = try Linalg.solvePositiveDefinite(a, rhs)
+                    break
+                } catch LinalgError.notPositiveDefinite(_, _) where lambda < scale {
+                    lambda *= 10
+                }
+            }
             for (x, i) in kept.enumerated() {
                 for col in 0..<d {
                     out[i * d + col] = Float(w[x, col])

@@ -34,66 +34,44 @@ extension AttentionProblem {
     /// Σ over the kept sequences of each direction's removal loss in head `h` (not yet a mean).
     private func headRemovalLosses(_ h: Int) -> [Double] {
         let r = qkRanks[h], rv = voRanks[h], qo = qkOffsets[h], vo = voOffsets[h]
-        var g = [Float](repeating: 0, count: rv * rv)
-        for i in 0..<rv { for j in 0..<rv { g[i * rv + j] = metric[(vo + i) * voWidth + vo + j] } }
+        let g = FloatBuffer(count: rv * rv)
+        for i in 0..<rv { for j in 0..<rv { g.pointer[i * rv + j] = metric[(vo + i) * voWidth + vo + j] } }
         var totals = [Double](repeating: 0, count: r)
-        let longest = sequences.map { $0.queries * $0.keys }.max() ?? 0
         let widest = sequences.map(\.queries).max() ?? 0
-        var logits = [Float](repeating: 0, count: longest), probs = [Float](repeating: 0, count: longest)
-        var ctx = [Float](repeating: 0, count: widest * rv), projected = [Float](repeating: 0, count: widest * rv)
-        var inverseSums = [Float](repeating: 0, count: widest)
+        let logits = FloatBuffer(count: sequences.map { $0.queries * $0.keys }.max() ?? 0)
+        let probs = FloatBuffer(count: logits.count)
+        let (error, projected) = (FloatBuffer(count: widest * rv), FloatBuffer(count: widest * rv))
+        let inverseSums = FloatBuffer(count: widest)
+        let (l, p, e, sums) = (logits.pointer, probs.pointer, error.pointer, inverseSums.pointer)
         for s in sequences {
             let n = s.queries, keys = s.keys
             guard n > 0, keys > 0 else { continue }
             let (q, k, v, dense, term) = (s.q.pointer, s.k.pointer, s.v.pointer, s.ctx.pointer, s.term.pointer)
             let th = s.termHeads == 1 ? 0 : h
             // The dense logits of the head, additive terms included.
-            logits.withUnsafeMutableBufferPointer { lp in
-                let l = lp.baseAddress!
-                Linear.sgemm(transA: false, transB: true, m: n, n: keys, k: r, alpha: scale, a: q + qo, lda: qkWidth,
-                             b: k + qo, ldb: qkWidth, beta: 0, c: l, ldc: keys)
-                for t in 0..<n {
-                    let tr = term + (th * s.termRows + (s.termRows == 1 ? 0 : t)) * keys
-                    for j in 0..<keys { l[t * keys + j] += tr[j] }
-                }
+            Linear.sgemm(transA: false, transB: true, m: n, n: keys, k: r, alpha: scale, a: q + qo, lda: qkWidth,
+                         b: k + qo, ldb: qkWidth, beta: 0, c: l, ldc: keys)
+            for t in 0..<n {
+                let tr = term + (th * s.termRows + (s.termRows == 1 ? 0 : t)) * keys
+                for j in 0..<keys { l[t * keys + j] += tr[j] }
             }
             for c in 0..<r {
-                let loss = logits.withUnsafeBufferPointer { lp in
-                    probs.withUnsafeMutableBufferPointer { pp in
-                        ctx.withUnsafeMutableBufferPointer { cp in
-                            projected.withUnsafeMutableBufferPointer { gp in
-                                inverseSums.withUnsafeMutableBufferPointer { sp in
-                                    let (l, p, cx, pr, sums) = (lp.baseAddress!, pp.baseAddress!, cp.baseAddress!, gp.baseAddress!, sp.baseAddress!)
-                                    for t in 0..<n {
-                                        let row = p + t * keys
-                                        let qc = scale * q[t * qkWidth + qo + c]
-                                        let limit = causal ? min(s.positions[t] + 1, keys) : keys
-                                        for j in 0..<limit { row[j] = l[t * keys + j] - qc * k[j * qkWidth + qo + c] }
-                                        sums[t] = spp_softmax_exp(row, nil, limit)
-                                        if limit < keys { (row + limit).update(repeating: 0, count: keys - limit) }
-                                    }
-                                    Linear.sgemm(transA: false, transB: false, m: n, n: rv, k: keys, alpha: 1, a: p, lda: keys,
-                                                 b: v + vo, ldb: voWidth, beta: 0, c: cx, ldc: rv)
-                                    for t in 0..<n {
-                                        for i in 0..<rv { cx[t * rv + i] = cx[t * rv + i] * sums[t] - dense[t * voWidth + vo + i] }
-                                    }
-                                    g.withUnsafeBufferPointer { gb in
-                                        Linear.sgemm(transA: false, transB: false, m: n, n: rv, k: rv, alpha: 1, a: cx, lda: rv,
-                                                     b: gb.baseAddress!, ldb: rv, beta: 0, c: pr, ldc: rv)
-                                    }
-                                    var total = 0.0
-                                    for t in 0..<n {
-                                        var dot: Float = 0
-                                        for i in 0..<rv { dot += cx[t * rv + i] * pr[t * rv + i] }
-                                        total += Double(s.weights[t]) * Double(dot)
-                                    }
-                                    return total
-                                }
-                            }
-                        }
-                    }
+                for t in 0..<n {
+                    let row = p + t * keys
+                    let qc = scale * q[t * qkWidth + qo + c]
+                    let limit = causal ? min(s.positions[t] + 1, keys) : keys
+                    for j in 0..<limit { row[j] = l[t * keys + j] - qc * k[j * qkWidth + qo + c] }
+                    sums[t] = spp_softmax_exp(row, nil, limit)
+                    if limit < keys { (row + limit).update(repeating: 0, count: keys - limit) }
                 }
-                totals[c] += loss
+                // D = P′ v_h − P v_h (the softmax's 1 / Σ applied to the product's rows).
+                Linear.sgemm(transA: false, transB: false, m: n, n: rv, k: keys, alpha: 1, a: p, lda: keys,
+                             b: v + vo, ldb: voWidth, beta: 0, c: e, ldc: rv)
+                for t in 0..<n {
+                    for i in 0..<rv { e[t * rv + i] = e[t * rv + i] * sums[t] - dense[t * voWidth + vo + i] }
+                }
+                totals[c] += SolutionPathMath.weightedLoss(e, rows: n, width: rv, metric: g.pointer, weights: s.weights,
+                                                           projected: projected.pointer)
             }
         }
         return totals
@@ -110,8 +88,9 @@ extension SolutionPath.Prepared {
         let threads = threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount
         var scores = UnitScores()
         // Heads run concurrently, each with single-threaded BLAS.
+        let blasThreads = Linear.threads
         Linear.setThreads(1)
-        defer { Linear.setThreads(ProcessInfo.processInfo.activeProcessorCount) }
+        defer { Linear.setThreads(blasThreads) }
         for block in blocks {
             switch block {
             case let .feedForward(node, loss):

@@ -220,15 +220,8 @@ extension AttentionProblem {
                 if rows > n { diff[n * voW + i] = dense[i] * (mvo[c] - 1) }
             }
         }
-        metric.withUnsafeBufferPointer { g in
-            Linear.sgemm(transA: false, transB: false, m: rows, n: voW, k: voW, alpha: 1, a: diff, lda: voW,
-                         b: g.baseAddress!, ldb: voW, beta: 0, c: proj, ldc: voW)
-        }
-        var loss = 0.0
-        for t in 0..<n {
-            var dot: Float = 0
-            for c in 0..<voW { dot += diff[t * voW + c] * proj[t * voW + c] }
-            loss += Double(s.weights[t]) * Double(dot)
+        let loss = metric.withUnsafeBufferPointer { g in
+            SolutionPathMath.weightedLoss(diff, rows: rows, scored: n, width: voW, metric: g.baseAddress!, weights: s.weights, projected: proj)
         }
         guard wantGradient else { return loss }
         // Backward. ∂L/∂D_t = 2 w_t G D_t (G symmetric).
@@ -299,6 +292,21 @@ extension AttentionProblem {
 }
 
 enum SolutionPathMath {
+    /// Σ_{t < scored} w_t D_t G D_tᵀ for D [rows, width] and G [width, width] (row-major),
+    /// with D G written to `projected` for all `rows` rows (the gradient reuses it).
+    static func weightedLoss(_ d: UnsafePointer<Float>, rows: Int, scored: Int? = nil, width: Int, metric g: UnsafePointer<Float>,
+                             weights: [Float], projected: UnsafeMutablePointer<Float>) -> Double {
+        Linear.sgemm(transA: false, transB: false, m: rows, n: width, k: width, alpha: 1, a: d, lda: width,
+                     b: g, ldb: width, beta: 0, c: projected, ldc: width)
+        var loss = 0.0
+        for t in 0..<(scored ?? rows) {
+            var dot: Float = 0
+            for c in 0..<width { dot += d[t * width + c] * projected[t * width + c] }
+            loss += Double(weights[t]) * Double(dot)
+        }
+        return loss
+    }
+
     /// W Ω Wᵀ for W rows × d (row-major), Ω = diag(omega) or I.
     static func outputMetric(_ w: [Float], rows: Int, d: Int, omega: [Float]?) -> [Float] {
         var scaled = w

@@ -179,7 +179,7 @@ extension Converter {
                     progress(String(format: "unit losses: capture %.0f%%", 100 * done))
                 }
             }
-            let scores = prepared.singleRemovalScores()
+            let scores = prepared.singleRemovalScores(threads: options.path.threads)
             stage("unit losses")
             return (try allocate(scores, graph: graph, batches: batches, statistics: statistics, progress: progress, stage: stage), statistics)
         case .spp:
