@@ -26,6 +26,9 @@ import SPPKernels
 /// losses are divided by one constant c (the mean loss of removing a single FFN
 /// neuron or VO direction), so that units of every block and type share one
 /// currency and one time axis, and PathBuilder can pool them into one order.
+/// `spp convert` keeps only the order within each group (a block's QK, VO or
+/// FFN units) and pools the groups by their measured end-to-end cost
+/// (`GroupAllocation`), which ranked better than the path's own time axis.
 ///
 /// The Z step α_k grows geometrically from `alpha / stepGrowth` to `alpha`: the
 /// entry time of a unit goes as log(1 / mean M), so units whose masks settle at
