@@ -28,7 +28,8 @@ import SPPKernels
 /// currency and one time axis, and PathBuilder can pool them into one order.
 /// `spp convert` keeps only the order within each group (a block's QK, VO or
 /// FFN units) and pools the groups by their measured end-to-end cost
-/// (`GroupAllocation`), which ranked better than the path's own time axis.
+/// (`GroupAllocation`): on all-MiniLM-L6-v2 recall@1 0.7515 → 0.7635 at keep
+/// 0.75, equal at 0.5 and 0.3, 0.765 → 0.756 at 0.9 against the time axis.
 ///
 /// The Z step α_k grows geometrically from `alpha / stepGrowth` to `alpha`: the
 /// entry time of a unit goes as log(1 / mean M), so units whose masks settle at
