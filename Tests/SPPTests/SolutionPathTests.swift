@@ -12,10 +12,11 @@ import SPPRuntime
     static let hidden = 6
 
     /// x → spp.Attention (2 heads, ragged ranks, padding mask, causal or not) → spp.FeedForward.
-    static func tinyModel(causal: Bool = false, seed: UInt64 = 3) -> Graph {
+    /// `voRanks` must sum to 5 (the value projection's width).
+    static func tinyModel(causal: Bool = false, seed: UInt64 = 3, voRanks: [Int] = [2, 3]) -> Graph {
         var r = SeededRandom(seed)
         let d = hidden
-        let (qk, vo) = ([3, 2], [2, 3])
+        let (qk, vo) = ([3, 2], voRanks)
         var init_: [String: Tensor] = [:]
         for (n, s) in [("Wq", [d, 5]), ("bq", [5]), ("Wk", [d, 5]), ("bk", [5]), ("Wv", [d, 5]), ("bv", [5]), ("Wo", [5, d]), ("bo", [d]),
                        ("W1", [d, 9]), ("b1", [9]), ("W2", [9, d]), ("b2", [d])] {

@@ -25,6 +25,21 @@ import SPPRuntime
         for (a, b) in zip(fast, direct) { #expect(abs(a - b) <= 1e-4 * b, "\(fast) vs \(direct)") }
     }
 
+    /// A head without value directions: its QK directions change nothing, and score 0.
+    @Test func queryKeyRemovalInAHeadWithoutValues() throws {
+        let g = Tiny.tinyModel(voRanks: [5, 0])
+        let (_, att) = try Tiny.problems(g, Tiny.batches(), Tiny.options(.layerNorm))
+        let fast = att.queryKeyRemovalLosses(threads: 2)
+        let direct = (0..<att.qkWidth).map { c in
+            var mqk = [Float](repeating: 1, count: att.qkWidth)
+            mqk[c] = 0
+            return att.loss(mqk: mqk, mvo: [Float](repeating: 1, count: att.voWidth))
+        }
+        #expect(fast.count == 5)
+        #expect(Array(fast[3...]) == [0, 0] && Array(direct[3...]) == [0, 0])
+        for c in 0..<3 { #expect(direct[c] > 0 && abs(fast[c] - direct[c]) <= 1e-4 * direct[c], "\(fast) vs \(direct)") }
+    }
+
     @Test func singleRemovalScoresAreTheDiagonals() throws {
         let g = Tiny.tinyModel()
         let prepared = try SolutionPath.prepare(graph: g, batches: Tiny.batches(), options: Tiny.options())
