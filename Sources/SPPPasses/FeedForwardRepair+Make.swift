@@ -17,28 +17,33 @@ extension FeedForwardRepair {
         public var offset: Tensor
     }
 
+    /// `body(λ)` with λ = `ridge` × mean(diag C), the absolute ridge of the refit. Few
+    /// calibration tokens leave C singular, and its float sums may round it indefinite:
+    /// λ then grows tenfold while `body` finds its matrix not positive definite.
+    static func withRidge<T>(_ ridge: Double, covariance c: Matrix, _ body: (Double) throws -> T) throws -> T {
+        var trace = 0.0
+        for i in 0..<c.rows { trace += c[i, i] }
+        let scale = max(trace / Double(max(c.rows, 1)), 1e-12)
+        var lambda = max(ridge, 1e-9) * scale
+        while true {
+            do {
+                return try body(lambda)
+            } catch LinalgError.notPositiveDefinite(_, _) where lambda < scale {
+                lambda *= 10
+            }
+        }
+    }
+
     /// `w2`: [n, d] rows already in path order; `order[i]`: the original neuron of row i.
     public static func make(w2: Tensor, stats: BlockStatistics.FeedForwardStats, order: [Int], ridge: Double) throws -> Stored {
         let n = order.count, d = w2.shape[1]
         precondition(stats.covariance.rows == n && stats.mean.count == n, "statistics of \(stats.covariance.rows) neurons for \(n) units")
         var a = Matrix.zeros(n, n)
         for i in 0..<n { for j in 0..<n { a[i, j] = stats.covariance[order[i], order[j]] } }
-        var trace = 0.0
-        for i in 0..<n { trace += a[i, i] }
-        // Few calibration tokens leave C singular, and its float sums may round it
-        // indefinite: the ridge then grows until the factorization holds.
-        let scale = max(trace / Double(max(n, 1)), 1e-12)
-        var lambda = max(ridge, 1e-9) * scale
-        var l: Matrix
-        while true {
+        let l = try withRidge(ridge, covariance: stats.covariance) { lambda in
             var shifted = a
             for i in 0..<n { shifted[i, i] += lambda }
-            do {
-                l = try Linalg.cholesky(shifted)
-                break
-            } catch LinalgError.notPositiveDefinite(_, _) where lambda < scale {
-                lambda *= 10
-            }
+            return try Linalg.cholesky(shifted)
         }
         // M = L⁻¹ = (L⁻ᵀ)ᵀ, lower triangular.
         let inverse = Linalg.solveUpperTriangular(l.transposed, Matrix.identity(n)).transposed

@@ -205,29 +205,18 @@ public enum GroupAllocation {
         var out = w2
         let k = kept.count
         if k > 0 {
-            var trace = 0.0
-            for j in 0..<f { trace += stats.covariance[j, j] }
-            let scale = max(trace / Double(f), 1e-12)
-            var lambda = max(ridge, 1e-9) * scale
             var c = Matrix.zeros(k, k)
             for (x, i) in kept.enumerated() { for (y, j) in kept.enumerated() { c[x, y] = stats.covariance[i, j] } }
             var rows = Matrix.zeros(k, f)
             for (x, i) in kept.enumerated() { for j in 0..<f { rows[x, j] = stats.covariance[i, j] } }
             let cw = rows * Matrix(rows: f, cols: d, data: w2.map(Double.init))
-            var w: Matrix
-            // As `FeedForwardRepair.make`: the ridge grows until the factorization holds.
-            while true {
+            let w = try FeedForwardRepair.withRidge(ridge, covariance: stats.covariance) { lambda in
                 var a = c
                 for x in 0..<k { a[x, x] += lambda }
                 // (A W2)_S = C_S,all W2 + λ W2_S.
                 var rhs = cw
                 for (x, i) in kept.enumerated() { for col in 0..<d { rhs[x, col] += lambda * Double(w2[i * d + col]) } }
-                do {
-                    w = try Linalg.solvePositiveDefinite(a, rhs)
-                    break
-                } catch LinalgError.notPositiveDefinite(_, _) where lambda < scale {
-                    lambda *= 10
-                }
+                return try Linalg.solvePositiveDefinite(a, rhs)
             }
             for (x, i) in kept.enumerated() {
                 for col in 0..<d {

@@ -10,16 +10,19 @@ import SPPRuntime
 @Suite struct UnitAllocationTests {
     typealias Tiny = SolutionPathTests
 
-    @Test(arguments: [false, true]) func queryKeyRemovalIsTheLossWithThatMaskAtZero(causal: Bool) throws {
-        let g = Tiny.tinyModel(causal: causal)
-        let (_, att) = try Tiny.problems(g, Tiny.batches(), Tiny.options(.layerNorm))
-        let fast = att.queryKeyRemovalLosses(threads: 2)
-        // The definition: the whole block's loss with that one QK mask at 0 (every head evaluated).
-        let direct = (0..<att.qkWidth).map { c in
+    /// The definition: the whole block's loss with one QK mask at 0 (every head evaluated).
+    static func removalByDefinition(_ att: AttentionProblem) -> [Double] {
+        (0..<att.qkWidth).map { c in
             var mqk = [Float](repeating: 1, count: att.qkWidth)
             mqk[c] = 0
             return att.loss(mqk: mqk, mvo: [Float](repeating: 1, count: att.voWidth))
         }
+    }
+
+    @Test(arguments: [false, true]) func queryKeyRemovalIsTheLossWithThatMaskAtZero(causal: Bool) throws {
+        let g = Tiny.tinyModel(causal: causal)
+        let (_, att) = try Tiny.problems(g, Tiny.batches(), Tiny.options(.layerNorm))
+        let fast = att.queryKeyRemovalLosses(threads: 2), direct = Self.removalByDefinition(att)
         #expect(direct.allSatisfy { $0 > 0 })
         #expect(fast.count == direct.count)
         for (a, b) in zip(fast, direct) { #expect(abs(a - b) <= 1e-4 * b, "\(fast) vs \(direct)") }
@@ -29,12 +32,7 @@ import SPPRuntime
     @Test func queryKeyRemovalInAHeadWithoutValues() throws {
         let g = Tiny.tinyModel(voRanks: [5, 0])
         let (_, att) = try Tiny.problems(g, Tiny.batches(), Tiny.options(.layerNorm))
-        let fast = att.queryKeyRemovalLosses(threads: 2)
-        let direct = (0..<att.qkWidth).map { c in
-            var mqk = [Float](repeating: 1, count: att.qkWidth)
-            mqk[c] = 0
-            return att.loss(mqk: mqk, mvo: [Float](repeating: 1, count: att.voWidth))
-        }
+        let fast = att.queryKeyRemovalLosses(threads: 2), direct = Self.removalByDefinition(att)
         #expect(fast.count == 5)
         #expect(Array(fast[3...]) == [0, 0] && Array(direct[3...]) == [0, 0])
         for c in 0..<3 { #expect(direct[c] > 0 && abs(fast[c] - direct[c]) <= 1e-4 * direct[c], "\(fast) vs \(direct)") }
