@@ -200,6 +200,15 @@ SPP_CLONES void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, in
     }
 }
 
+SPP_CLONES void spp_row_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums) {
+    for (size_t r = 0; r < rows; r++) {
+        const int8_t *row = v + r * cols;
+        int32_t s = 0;
+        for (size_t c = 0; c < cols; c++) s += row[c];
+        sums[r] = s;
+    }
+}
+
 SPP_CLONES void spp_dequantize_rows(const spp_aliased_int32 *acc, size_t ldacc, size_t rows, size_t cols,
                                     const float *row_scale, const int32_t *row_zero,
                                     const float *col_scale, const int32_t *col_sum,

@@ -10,8 +10,10 @@ struct DecodedHeader {
     var pruningPath: PruningPath?
     var costTable: [CostLevel]
     var lookupTables: [LookupTable]
-    /// Offsets here are still relative to the data section.
+    /// Frame offsets are absolute (the data section's offset added).
     var entries: [TensorEntryInfo]
+    /// Position of each entry in `entries`, by name.
+    var index: [String: Int]
     var dataSize: Int
 }
 
@@ -24,6 +26,8 @@ struct HeaderDecoder {
     let formatVersion: UInt32
     /// The preamble's flags.
     let flags: UInt32
+    /// Where the data section starts, added to each frame's offset.
+    let dataOffset: Int
 
     func decode(_ m: UnsafePointer<Spp__Model>) throws -> DecodedHeader {
         guard m.pointee.format_version == formatVersion else {
@@ -34,7 +38,7 @@ struct HeaderDecoder {
             throw FormatError.headerInconsistent(path: path, reason: "data section size \(m.pointee.data_size) is absurd")
         }
         let dataSize = Int(m.pointee.data_size)
-        let entries = try decodeEntries(m.pointee.tensors, count: m.pointee.n_tensors, dataSize: dataSize)
+        let (entries, index) = try decodeEntries(m.pointee.tensors, count: m.pointee.n_tensors, dataSize: dataSize)
         var graph = Graph(inputs: [], outputs: [], initializers: [:], nodes: [])
         if let g = m.pointee.graph { graph = try decodeGraph(g) }
         var provenance = Provenance(toolName: "", createdAt: 0)
@@ -43,19 +47,20 @@ struct HeaderDecoder {
         let costTable = Self.values(m.pointee.cost_table, m.pointee.n_cost_table).compactMap { $0.map { decodeCost($0) } }
         let lookupTables = try Self.values(m.pointee.lookup_tables, m.pointee.n_lookup_tables).compactMap { try $0.map { try decodeLookupTable($0) } }
         return DecodedHeader(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable,
-                             lookupTables: lookupTables, entries: entries, dataSize: dataSize)
+                             lookupTables: lookupTables, entries: entries, index: index, dataSize: dataSize)
     }
 
     // MARK: tensor table
 
     private func decodeEntries(_ list: UnsafeMutablePointer<UnsafeMutablePointer<Spp__TensorEntry>?>?, count: Int,
-                               dataSize: Int) throws -> [TensorEntryInfo] {
+                               dataSize: Int) throws -> ([TensorEntryInfo], [String: Int]) {
         guard count <= limits.maxTensors else {
             throw FormatError.limitExceeded(path: path, limit: "maxTensors", value: UInt64(count), maximum: limits.maxTensors)
         }
         var entries: [TensorEntryInfo] = []
         entries.reserveCapacity(count)
-        var seen = Set<String>()
+        var index: [String: Int] = [:]
+        index.reserveCapacity(count)
         var totalBytes = 0
         for i in 0..<count {
             guard let e = list?[i] else {
@@ -63,7 +68,7 @@ struct HeaderDecoder {
             }
             let name = cString(e.pointee.name)
             let what = "tensor '\(name)'"
-            guard seen.insert(name).inserted else {
+            guard index.updateValue(i, forKey: name) == nil else {
                 throw FormatError.headerInconsistent(path: path, reason: "two tensors are named '\(name)'")
             }
             let rawShape = int64s(e.pointee.shape, e.pointee.n_shape)
@@ -102,17 +107,16 @@ struct HeaderDecoder {
                 encoding = ValueEncoding(valueDType: valueDType, scales: scales.isEmpty ? nil : scales)
             }
             entries.append(TensorEntryInfo(name: name, dtype: dtype, shape: shape, codec: codec,
-                                           fileOffset: Int(e.pointee.offset), compressedSize: Int(e.pointee.compressed_size),
+                                           fileOffset: dataOffset + Int(e.pointee.offset), compressedSize: Int(e.pointee.compressed_size),
                                            rawSize: byteCount, checksum: e.pointee.checksum, encoding: encoding))
         }
-        try checkEncodings(entries)
-        return entries
+        try checkEncodings(entries, index: index)
+        return (entries, index)
     }
 
     /// Encoded entries need the preamble's flag and must follow `ValueEncoding`'s
     /// rules (int8 with float32 scales of the right shape, present in the table).
-    private func checkEncodings(_ entries: [TensorEntryInfo]) throws {
-        let byName = Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+    private func checkEncodings(_ entries: [TensorEntryInfo], index: [String: Int]) throws {
         for e in entries {
             guard let encoding = e.encoding else { continue }
             guard flags & SPPFormat.encodedTensorsFlag != 0 else {
@@ -120,7 +124,7 @@ struct HeaderDecoder {
                     "tensor '\(e.name)' is stored at a lower precision, but the preamble's flag for that is not set")
             }
             let problem = ValueEncoding.problem(encoding, dtype: e.dtype, shape: e.shape) { name in
-                byName[name].map { ($0.dtype, $0.shape, $0.encoding != nil) }
+                index[name].map { entries[$0] }.map { ($0.dtype, $0.shape, $0.encoding != nil) }
             }
             if let problem { throw FormatError.invalidEncoding(path: path, tensor: e.name, reason: problem) }
         }

@@ -77,7 +77,7 @@ public final class SPPReader: Sendable {
         lookupTables = header.lookupTables
         dataOffset = header.dataOffset
         tensorEntries = header.entries
-        index = Dictionary(header.entries.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        index = header.index
     }
 
     /// The table row of tensor `name`, if the file has it.
@@ -146,6 +146,7 @@ public final class SPPReader: Sendable {
         var costTable: [CostLevel]
         var lookupTables: [LookupTable]
         var entries: [TensorEntryInfo]
+        var index: [String: Int]
         var dataOffset: Int
     }
 
@@ -185,9 +186,10 @@ public final class SPPReader: Sendable {
         }
 
         // Header and its checksum in one read; checksum over preamble + header.
-        var bytes = [UInt8](repeating: 0, count: headerLength + SPPFormat.checksumSize)
-        let n = try bytes.withUnsafeMutableBytes {
-            try FileIO.pread(fd, $0.baseAddress!, count: $0.count, at: pre, path: path)
+        var n = 0
+        let bytes = try [UInt8](unsafeUninitializedCapacity: headerLength + SPPFormat.checksumSize) { buffer, initialized in
+            n = try FileIO.pread(fd, buffer.baseAddress!, count: buffer.count, at: pre, path: path)
+            initialized = n
         }
         guard n == bytes.count else {
             throw FormatError.truncated(path: path, section: "header", offset: pre, expected: bytes.count, available: n)
@@ -207,17 +209,17 @@ public final class SPPReader: Sendable {
             throw FormatError.headerUndecodable(path: path, length: headerLength)
         }
         defer { spp__model__free_unpacked(model, nil) }
-        let decoded = try HeaderDecoder(path: path, limits: limits, formatVersion: version, flags: flags).decode(model)
+        let dataOffset = SPPFormat.aligned(pre + headerLength + SPPFormat.checksumSize)!
+        let decoded = try HeaderDecoder(path: path, limits: limits, formatVersion: version, flags: flags, dataOffset: dataOffset).decode(model)
 
         // The data section must be all there; name the first frame that is cut.
-        let dataOffset = SPPFormat.aligned(pre + headerLength + SPPFormat.checksumSize)!
         let (end, overflow) = dataOffset.addingReportingOverflow(decoded.dataSize)
         if overflow || end > fileSize {
             let cut = decoded.entries
                 .sorted { $0.fileOffset < $1.fileOffset }
-                .first { $0.fileOffset + $0.compressedSize > fileSize - dataOffset }
+                .first { $0.fileOffset + $0.compressedSize > fileSize }
             if let e = cut {
-                let at = dataOffset + e.fileOffset
+                let at = e.fileOffset
                 throw FormatError.truncated(path: path, section: "tensor '\(e.name)'", offset: at,
                                             expected: e.compressedSize, available: max(0, fileSize - at))
             }
@@ -225,14 +227,9 @@ public final class SPPReader: Sendable {
                                         expected: overflow ? Int.max : end - min(dataOffset, fileSize),
                                         available: max(0, fileSize - dataOffset))
         }
-        let entries = decoded.entries.map {
-            TensorEntryInfo(name: $0.name, dtype: $0.dtype, shape: $0.shape, codec: $0.codec,
-                            fileOffset: dataOffset + $0.fileOffset, compressedSize: $0.compressedSize,
-                            rawSize: $0.rawSize, checksum: $0.checksum, encoding: $0.encoding)
-        }
         return (version, Header(graph: decoded.graph, provenance: decoded.provenance, pruningPath: decoded.pruningPath,
                                costTable: decoded.costTable, lookupTables: decoded.lookupTables,
-                               entries: entries, dataOffset: dataOffset))
+                               entries: decoded.entries, index: decoded.index, dataOffset: dataOffset))
     }
 }
 

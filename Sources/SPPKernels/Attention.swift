@@ -116,16 +116,28 @@ public enum Attention {
         }
 
         /// From projections already in int8, each `values [D, n]` with its column
-        /// `scales [n]` (a file that stores them so, or `QuantizedMatrix.quantize`):
+        /// scales `[n]` (a file that stores them so, or `QuantizedMatrix.quantize`):
         /// `[Wq | Wk | Wv]` keeps each one's scales and is packed once.
         public init(wq: (values: Tensor, scales: Tensor), bq: Tensor, wk: (values: Tensor, scales: Tensor), bk: Tensor,
                     wv: (values: Tensor, scales: Tensor), bv: Tensor, wo: QuantizedMatrix, bo: Tensor, _ p: Parameters,
                     range: ActivationRange = .native) throws {
             let hidden = bo.count
-            let (qk, vo) = (p.qkWidth, p.voWidth)
-            for (what, m, n) in [("Wq", wq, qk), ("Wk", wk, qk), ("Wv", wv, vo)]
+            for (what, m, n) in [("Wq", wq, p.qkWidth), ("Wk", wk, p.qkWidth), ("Wv", wv, p.voWidth)]
                 where m.values.dtype != .int8 || m.values.shape != [hidden, n] || m.scales.dtype != .float32 || m.scales.count != n {
                 throw KernelError.shapeMismatch("spp.Attention int8 \(what) is \(m.values.dtype) \(Tensor.describe(m.values.shape)) with \(m.scales.count) scales, expected int8 [\(hidden), \(n)]")
+            }
+            let values = try DataMovement.concat([wq.values, wk.values, wv.values], axis: 1)
+            let scales = try DataMovement.concat([wq.scales, wk.scales, wv.scales].map { $0.reshaped([$0.count]) }, axis: 0)
+            try self.init(qkv: QuantizedMatrix(values: values, scales: scales), bq: bq, bk: bk, bv: bv, wo: wo, bo: bo, p, range: range)
+        }
+
+        /// From `[Wq | Wk | Wv]` already packed (`QuantizedMatrix`, `[D, 2·Σqk + Σvo]`).
+        public init(qkv: QuantizedMatrix, bq: Tensor, bk: Tensor, bv: Tensor, wo: QuantizedMatrix, bo: Tensor, _ p: Parameters,
+                    range: ActivationRange = .native) throws {
+            let hidden = bo.count
+            let (qk, vo) = (p.qkWidth, p.voWidth)
+            guard qkv.rows == hidden, qkv.columns == 2 * qk + vo else {
+                throw KernelError.shapeMismatch("spp.Attention int8 [Wq | Wk | Wv] is [\(qkv.rows), \(qkv.columns)], expected [\(hidden), \(2 * qk + vo)]")
             }
             guard wo.rows == vo, wo.columns == hidden else {
                 throw KernelError.shapeMismatch("spp.Attention int8 Wo is [\(wo.rows), \(wo.columns)], expected [\(vo), \(hidden)]")
@@ -133,11 +145,8 @@ public enum Attention {
             for (what, t, n) in [("bq", bq, qk), ("bk", bk, qk), ("bv", bv, vo), ("bo", bo, hidden)] where t.dtype != .float32 || t.count != n {
                 throw KernelError.shapeMismatch("spp.Attention \(what) is \(t.dtype) \(Tensor.describe(t.shape)), expected float32 [\(n)]")
             }
-            let packed = try DataMovement.concat([wq.values, wk.values, wv.values], axis: 1)
-            let scales = try DataMovement.concat([wq.scales, wk.scales, wv.scales].map { $0.reshaped([$0.count]) }, axis: 0)
-            let bias = try DataMovement.concat([bq, bk, bv].map { $0.reshaped([$0.count]) }, axis: 0)
-            qkv = try QuantizedMatrix(values: packed, scales: scales)
-            qkvBias = bias
+            qkvBias = try DataMovement.concat([bq, bk, bv].map { $0.reshaped([$0.count]) }, axis: 0)
+            self.qkv = qkv
             self.wo = wo
             self.bo = bo.reshaped([hidden])
             (qkWidth, voWidth, self.range) = (qk, vo, range)

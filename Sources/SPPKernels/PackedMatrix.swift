@@ -49,19 +49,21 @@ final class PackedMatrix: @unchecked Sendable {
         deinit { dnnl_primitive_destroy(handle) }
     }
 
-    /// Reorders `values` (int8 `[K, N]`, row-major) into the primitive's layout.
-    init?(_ values: Tensor) {
-        guard values.dtype == .int8, values.rank == 2, let engine = Self.engine else { return nil }
-        (rows, columns) = (values.shape[0], values.shape[1])
-        guard rows > 0, columns > 0 else { return nil }
+    /// Reorders int8 `W [K, N]` at `values` into the primitive's layout: row-major,
+    /// or `unitMajor` (stored as its transpose `[N, K]`, a row per output, as a file keeps
+    /// units) — the reorder reads either, so a transposed copy is never made.
+    init?(_ values: UnsafeRawPointer, rows: Int, columns: Int, unitMajor: Bool = false) {
+        guard rows > 0, columns > 0, let engine = Self.engine else { return nil }
+        (self.rows, self.columns) = (rows, columns)
         // The layout the primitive wants, asked of one made for 128 rows.
         guard let pd = Self.descriptor(m: 128, k: rows, n: columns, weights: nil) else { return nil }
         defer { dnnl_primitive_desc_destroy(pd) }
         guard let wanted = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) else { return nil }
         var plain = Self.matrix(rows, columns, dnnl_s8, dnnl_ab)
         guard dnnl_memory_desc_equal(wanted, &plain) == 0 else { return nil }
+        var source = unitMajor ? Self.matrix(rows, columns, dnnl_s8, dnnl_ba) : plain
         var layout = wanted.pointee
-        guard let packed = Self.reordered(values, from: &plain, to: &layout, engine) else { return nil }
+        guard let packed = Self.reordered(values, from: &source, to: &layout, engine) else { return nil }
         (weights, weightsDescriptor) = (packed, layout)
     }
 
@@ -141,7 +143,7 @@ final class PackedMatrix: @unchecked Sendable {
     }
 
     /// `values` copied into a new library-owned buffer of layout `to`.
-    private static func reordered(_ values: Tensor, from: inout dnnl_memory_desc_t, to: inout dnnl_memory_desc_t,
+    private static func reordered(_ values: UnsafeRawPointer, from: inout dnnl_memory_desc_t, to: inout dnnl_memory_desc_t,
                                   _ engine: dnnl_engine_t) -> dnnl_memory_t? {
         var packed: dnnl_memory_t?
         guard dnnl_memory_create(&packed, &to, engine, UnsafeMutableRawPointer(bitPattern: -1)) == dnnl_success, let packed else { return nil }
@@ -153,7 +155,7 @@ final class PackedMatrix: @unchecked Sendable {
             if let stream { dnnl_stream_destroy(stream) }
         }
         var args = [dnnl_exec_arg_t(arg: argFrom, memory: nil), dnnl_exec_arg_t(arg: argTo, memory: packed)]
-        guard dnnl_memory_create(&source, &from, engine, values.rawPointer) == dnnl_success,
+        guard dnnl_memory_create(&source, &from, engine, UnsafeMutableRawPointer(mutating: values)) == dnnl_success,
               dnnl_reorder_primitive_desc_create(&reorderDesc, &from, engine, &to, engine, nil) == dnnl_success,
               dnnl_primitive_create(&reorder, reorderDesc) == dnnl_success,
               dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue) == dnnl_success else {
@@ -161,7 +163,9 @@ final class PackedMatrix: @unchecked Sendable {
             return nil
         }
         args[0].memory = source
-        Linear.setOpenMPThreads()
+        // One thread: a weight matrix is too small to split (on two threads oneDNN's reorder ran
+        // 20 times slower here), and a loader packs several at once (`Int8Pack`).
+        Linear.setOpenMPThreads(1)
         guard dnnl_primitive_execute(reorder, stream, 2, &args) == dnnl_success, dnnl_stream_wait(stream) == dnnl_success else {
             dnnl_memory_destroy(packed)
             return nil

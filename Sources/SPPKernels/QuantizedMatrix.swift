@@ -82,16 +82,44 @@ public struct QuantizedMatrix: @unchecked Sendable {
         guard values.dtype == .int8, scales.dtype == .float32 else {
             throw KernelError.unsupportedDType(values.dtype == .int8 ? scales.dtype : values.dtype, reason: "int8 weights are int8 values with float32 scales")
         }
-        guard values.rank == 2, scales.count == values.shape[1] else {
-            throw KernelError.shapeMismatch("int8 weights \(Tensor.describe(values.shape)) with scales \(Tensor.describe(scales.shape))")
+        guard values.rank == 2 else { throw KernelError.shapeMismatch("int8 weights must be a matrix, got \(Tensor.describe(values.shape))") }
+        try self.init(values.rawPointer, rows: values.shape[0], columns: values.shape[1], scales: scales, keeping: values, pack: pack)
+    }
+
+    /// From int8 `W [K, N]` at `values`, stored unit-major (as its transpose `[N, K]`,
+    /// a row per output column, as a file keeps units) or row-major: packed straight
+    /// from there where this CPU has oneDNN's kernels, else copied row-major. The
+    /// caller keeps `values` (a reused buffer: nothing here holds on to it).
+    public init(copying values: UnsafeRawPointer, rows k: Int, columns n: Int, unitMajor: Bool, scales: Tensor) throws {
+        guard scales.dtype == .float32 else { throw KernelError.unsupportedDType(scales.dtype, reason: "int8 weights are int8 values with float32 scales") }
+        try self.init(values, rows: k, columns: n, unitMajor: unitMajor, scales: scales, keeping: nil, pack: true)
+    }
+
+    /// `keeping`: the tensor at `values` (row-major), kept as the storage when not packed.
+    private init(_ values: UnsafeRawPointer, rows k: Int, columns n: Int, unitMajor: Bool = false, scales: Tensor,
+                 keeping tensor: Tensor?, pack: Bool) throws {
+        guard k >= 0, n >= 0, scales.count == n else {
+            throw KernelError.shapeMismatch("int8 weights [\(k), \(n)] with scales \(Tensor.describe(scales.shape))")
         }
-        guard values.shape[0] <= Self.maximumRows else { throw KernelError.invalidArgument("int8 weights with \(values.shape[0]) rows could overflow int32 sums (at most \(Self.maximumRows))") }
-        let (k, n) = (values.shape[0], values.shape[1])
+        guard k <= Self.maximumRows else { throw KernelError.invalidArgument("int8 weights with \(k) rows could overflow int32 sums (at most \(Self.maximumRows))") }
         let sums = Tensor(dtype: .int32, shape: [n])
-        spp_column_sums_s8(values.pointer(as: Int8.self), k, n, sums.pointer(as: Int32.self))
+        let v = values.assumingMemoryBound(to: Int8.self)
+        if unitMajor { spp_row_sums_s8(v, n, k, sums.pointer(as: Int32.self)) } else { spp_column_sums_s8(v, k, n, sums.pointer(as: Int32.self)) }
         (rows, columns) = (k, n)
         self.scales = scales
         columnSums = sums
-        storage = (pack ? PackedMatrix(values) : nil).map { .packed($0) } ?? .rowMajor(values)
+        if pack, let packed = PackedMatrix(values, rows: k, columns: n, unitMajor: unitMajor) {
+            storage = .packed(packed)
+        } else if let tensor, !unitMajor {
+            storage = .rowMajor(tensor)
+        } else {
+            let copy = Tensor(dtype: .int8, shape: [k, n])
+            if unitMajor {
+                try DataMovement.gatherTransposed(values, rows: n, columns: k, dtype: .int8, order: nil, into: copy.rawPointer)
+            } else {
+                copy.rawPointer.copyMemory(from: values, byteCount: k * n)
+            }
+            storage = .rowMajor(copy)
+        }
     }
 }

@@ -9,12 +9,19 @@ import SPPKernels
 struct KernelWeights {
     let constants: [String: Tensor]
     let int8: [String: Int8Weight]
+    let packed: PackedInt8Weights
     /// Bytes of what the kernel holds, as counted by `hold` and `constant`.
     private(set) var heldBytes = 0
 
-    init(constants: [String: Tensor], int8: [String: Int8Weight]) {
+    init(constants: [String: Tensor], int8: [String: Int8Weight], packed: PackedInt8Weights = .init()) {
         self.constants = constants
         self.int8 = int8
+        self.packed = packed
+    }
+
+    /// The `[Wq | Wk | Wv]` the loader packed for attention node `node`.
+    mutating func queryKeyValue(_ node: Node) -> QuantizedMatrix? {
+        packed.queryKeyValue[node.name].map { hold($0) }
     }
 
     /// Input `i` of `node` as int8 values `[K, N]` of a product with `N` outputs
@@ -32,6 +39,7 @@ struct KernelWeights {
 
     /// `parts` as the matrix the int8 GEMM reads.
     mutating func matrix(_ node: Node, _ i: Int, transposed: Bool = false, scale: Float = 1) throws -> QuantizedMatrix? {
+        if !transposed, scale == 1, let m = node.input(i).flatMap({ packed.matrices[$0] }) { return hold(m) }
         guard let p = try parts(node, i, transposed: transposed, scale: scale) else { return nil }
         return hold(try QuantizedMatrix(values: p.values, scales: p.scales))
     }

@@ -51,11 +51,14 @@ public final class Model: @unchecked Sendable {
         var options = options
         options.weights = options.weights ?? .stored(in: reader)
         let built = try Self.build(reader, keep: keep, repair: repair, options: options)
-        (program, lookupSources, loadBytesRead, loadBytesDecoded, loadStages) = built
+        var clock = StageClock()
         // What loading freed (read buffers, float32 weights that int8 kernels replaced, all released with
         // `build`'s locals) goes back to the system: glibc keeps freed heap memory, and resident memory is
         // what the model costs.
         spp_release_free_memory()
+        clock.lap("release")
+        (program, lookupSources, loadBytesRead, loadBytesDecoded) = (built.0, built.1, built.2, built.3)
+        loadStages = built.4 + clock.stages
         provenance = reader.provenance
         pruningPath = reader.pruningPath
         costTable = reader.costTable
@@ -65,17 +68,18 @@ public final class Model: @unchecked Sendable {
     /// The program and what loading it read; the loaded graph is released on return.
     private static func build(_ reader: SPPReader, keep: Double, repair: Bool, options: RuntimeOptions) throws
         -> (Program, [LookupSource], Int, Int, [(stage: String, seconds: Double)]) {
-        var loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.threads)
+        var loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.loadThreads)
         var clock = StageClock()
         let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
         // The program gets the only copy of the graph, so that it can drop each weight a kernel takes over.
         var graph = Graph(inputs: [], outputs: [], initializers: [:], nodes: [])
         swap(&graph, &loaded.graph)
-        let int8Weights = loaded.int8Weights
+        let int8Weights = loaded.int8Weights, packed = loaded.packed
         loaded.int8Weights = [:]
+        loaded.packed = .init()
         let program = try Program(graph: consume graph, options: options,
                                   lookupTables: Dictionary(tables.map { ($0.table.name, $0) }, uniquingKeysWith: { a, _ in a }),
-                                  int8Weights: int8Weights)
+                                  int8Weights: int8Weights, packed: packed)
         clock.lap("program")
         return (program, tables, loaded.bytesRead, loaded.bytesDecoded, loaded.stages + clock.stages)
     }

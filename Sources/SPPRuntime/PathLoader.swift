@@ -37,8 +37,10 @@ public enum PathLoader {
         /// units (ragged per head); constants are float32 values, except the GEMM
         /// weights kept in int8, which it lacks.
         public var graph: Graph
-        /// GEMM weights the file stores in int8, kept so when loading for int8 weights.
+        /// GEMM weights the file stores in int8 outside the pairs, kept so when loading for int8 weights.
         public var int8Weights: [String: Int8Weight]
+        /// The pairs' int8 GEMM weights, packed for the int8 kernels as they were read.
+        public var packed: PackedInt8Weights
         /// Stored (compressed) bytes read, and the bytes they decompressed to.
         public var bytesRead: Int
         public var bytesDecoded: Int
@@ -60,6 +62,7 @@ public enum PathLoader {
         guard let path = reader.pruningPath ?? (keep == 1 ? PruningPath(method: "none", pairs: [], prunableParameters: 0, fixedParameters: 0) : nil) else {
             throw RuntimeError.noPruningPath
         }
+        var clock = StageClock()
         let counts = try keptUnits(path, keep: keep)
         var graph = reader.graphStructure
         var int8Weights: [String: Int8Weight] = [:]
@@ -79,7 +82,9 @@ public enum PathLoader {
         // Each refit's tensors and the entries its task reads (the kept rows' chunks, then the offset).
         var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo, entries: [TensorEntryInfo])] = []
         var pairRows: [[String: UnitRows]] = []
+        var pairTensors: [[String: PrunablePair.UnitTensor]] = []
         for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
+            var unitTensors: [String: PrunablePair.UnitTensor] = [:]
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
             // Attention units are stored in rank order across heads; the kernel wants them grouped by head.
             var order: [Int64]? = nil
@@ -100,9 +105,8 @@ public enum PathLoader {
             var rows: [String: UnitRows] = [:]
             // Only the node's own roles: the repair's rows (and any of other versions) are read below or not at all.
             for t in pair.tensors where layouts[t.role] != nil && !(refit && t.role == "w2") {
-                let unit = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
-                rows[t.role] = unit
-                tasks.append(unit.task)
+                rows[t.role] = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
+                unitTensors[t.role] = t
             }
             if refit, let offset {
                 let tensors = pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) }
@@ -115,9 +119,46 @@ public enum PathLoader {
                 refits.append((p, tensors, offset, entries))
             }
             pairRows.append(rows)
+            pairTensors.append(unitTensors)
         }
 
-        var clock = StageClock()
+        // Int8 rows are packed for the int8 kernels as they are read (`Int8Pack`): an attention
+        // node's [Wq | Wk | Wv] as one matrix, Wo, W1 and W2 each alone. Int8 rows that cannot
+        // be so (scales across the wrong axis, a projection of [Wq | Wk | Wv] not in int8) are
+        // read as float32 values, which the program quantizes.
+        var packs: [(pack: Int8Pack, node: Int, roles: [(pair: Int, role: String)])] = []
+        var pairsOfNode: [String: [Int]] = [:]
+        for (p, pair) in path.pairs.enumerated() { pairsOfNode[pair.node, default: []].append(p) }
+        for (node, pairs) in pairsOfNode.sorted(by: { $0.value[0] < $1.value[0] }) {
+            let placed = pairs.flatMap { p in pairRows[p].keys.map { (pair: p, role: $0) } }
+            func pack(_ roles: [String], unitMajor: Bool) {
+                let found = roles.compactMap { r in placed.first { $0.role == r } }
+                let rows = found.map { pairRows[$0.pair][$0.role]! }
+                guard found.count == roles.count, rows.allSatisfy({ Int8Pack.accepts($0, unitMajor: unitMajor) }) else { return }
+                packs.append((Int8Pack(node: node, parts: rows, unitMajor: unitMajor), nodeIndex[node]!, found))
+            }
+            pack(["wq", "wk", "wv"], unitMajor: true)
+            pack(["wo"], unitMajor: false)
+            pack(["w1"], unitMajor: true)
+            pack(["w2"], unitMajor: false)
+        }
+        let packedRoles = Set(packs.flatMap { $0.roles.map { "\($0.pair)/\($0.role)" } })
+        for p in pairRows.indices {
+            for (role, rows) in pairRows[p] where !packedRoles.contains("\(p)/\(role)") {
+                let values = rows.int8 ? try UnitRows(reader, pairTensors[p][role]!, count: rows.count, int8: false, layout: rows.layout) : rows
+                pairRows[p][role] = values
+                tasks.append(values.task)
+            }
+        }
+        let packed = UnsafeMutableBufferPointer<QuantizedMatrix?>.allocate(capacity: packs.count)
+        packed.initialize(repeating: nil)
+        defer {
+            _ = packed.deinitialize()
+            packed.deallocate()
+        }
+        tasks += packs.enumerated().map { k, p in p.pack.task(into: packed.baseAddress! + k) }
+
+        clock.lap("plan")
         var decoder = TensorDecoder(reader: reader, threads: threads)
         try decoder.readScales(of: tasks.flatMap(\.entries) + refits.flatMap(\.entries))
         try decoder.run(tasks)
@@ -151,7 +192,7 @@ public enum PathLoader {
                     for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
                         let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
                         try unit.read(decoder, buffers)
-                        rows[t.role] = unit.tensor
+                        rows[t.role] = unit.values!
                     }
                     let offset = Tensor(dtype: offsetEntry.valueDType, shape: offsetEntry.shape)
                     try decoder.decode(TensorDecoder.Job(entry: offsetEntry, rows: TensorDecoder.rowCount(offsetEntry), asValue: true,
@@ -165,12 +206,27 @@ public enum PathLoader {
             }
             try decoder.run(refitTasks)
         }
+        var packedWeights = PackedInt8Weights()
+        for (k, (pack, i, placed)) in packs.enumerated() {
+            let node = graph.nodes[i]
+            guard let matrix = packed[k] else { throw RuntimeError.corruptPath("int8 weights of node '\(node.name)' were not read") }
+            if placed.count > 1 {
+                packedWeights.queryKeyValue[node.name] = matrix
+            }
+            for (part, (p, role)) in zip(pack.parts, placed) {
+                guard let input = roles(path.pairs[p].kind).first(where: { $0.0 == role })?.1, input < node.inputs.count else {
+                    throw RuntimeError.corruptPath("pair of node '\(node.name)' stores '\(role)' for an input the node lacks")
+                }
+                if placed.count == 1 { packedWeights.matrices[node.inputs[input]] = matrix }
+                packedWeights.shapes[node.inputs[input]] = pack.unitMajor ? [part.width, part.units] : [part.units, part.width]
+            }
+        }
         for (p, pair) in path.pairs.enumerated() {
             let node = graph.nodes[nodeIndex[pair.node]!]
-            var values = try pairRows[p].mapValues { try $0.finish(scales: decoder.scales) }
+            var values = pairRows[p].compactMapValues(\.values)
             if let (w2, b2) = refitted[p] {
                 // Feed-forward units keep their order, so the refit W2 is already in the node's layout.
-                values["w2"] = .values(w2)
+                values["w2"] = w2
                 graph.initializers[node.inputs[4]] = b2
             }
             for (role, input, _) in roles(pair.kind) {
@@ -178,20 +234,16 @@ public enum PathLoader {
                     throw RuntimeError.corruptPath("pair of node '\(pair.node)' stores '\(role)' for input \(input), which the node lacks")
                 }
                 let name = node.inputs[input]
-                switch values[role] {
-                case let .values(t)?:
+                if let t = values[role] {
                     graph.initializers[name] = t
-                case let .int8(w)?:
-                    int8Weights[name] = w
-                    graph.initializers[name] = nil
-                case nil:
+                } else if packedWeights.shapes[name] == nil {
                     throw RuntimeError.corruptPath("pair of node '\(pair.node)' lacks its '\(role)' weights")
                 }
             }
         }
         clock.lap("repair")
-        return Loaded(graph: graph, int8Weights: int8Weights, bytesRead: decoder.bytesRead, bytesDecoded: decoder.bytesDecoded,
-                      stages: clock.stages)
+        return Loaded(graph: graph, int8Weights: int8Weights, packed: packedWeights, bytesRead: decoder.bytesRead,
+                      bytesDecoded: decoder.bytesDecoded, stages: clock.stages)
     }
 
     /// M_SS [k, k] of the repair (see `FeedForwardRepair`): the first `k` rows of the int8 chunks,

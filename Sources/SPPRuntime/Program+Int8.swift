@@ -18,13 +18,18 @@ extension Program {
             case .attention:
                 typealias In = AttentionAttributes.Input
                 guard let bq = constant(In.bq.rawValue), let bk = constant(In.bk.rawValue), let bv = constant(In.bv.rawValue),
-                      let bo = constant(In.bo.rawValue), let wq = try weights.parts(node, In.wq.rawValue),
-                      let wk = try weights.parts(node, In.wk.rawValue), let wv = try weights.parts(node, In.wv.rawValue),
-                      let wo = try matrix(In.wo.rawValue) else { return nil }
+                      let bo = constant(In.bo.rawValue), let wo = try matrix(In.wo.rawValue) else { return nil }
                 let a = try node.attentionAttributes()
                 let p = Attention.Parameters(qkRanks: a.qkRanks, voRanks: a.voRanks, scale: a.scale, causal: a.causal)
-                let w = try Attention.QuantizedWeights(wq: wq, bq: bq, wk: wk, bk: bk, wv: wv, bv: bv, wo: wo, bo: bo, p, range: range)
-                weights.hold(w.qkv)
+                let w: Attention.QuantizedWeights
+                if let qkv = weights.queryKeyValue(node) {
+                    w = try Attention.QuantizedWeights(qkv: qkv, bq: bq, bk: bk, bv: bv, wo: wo, bo: bo, p, range: range)
+                } else {
+                    guard let wq = try weights.parts(node, In.wq.rawValue), let wk = try weights.parts(node, In.wk.rawValue),
+                          let wv = try weights.parts(node, In.wv.rawValue) else { return nil }
+                    w = try Attention.QuantizedWeights(wq: wq, bq: bq, wk: wk, bk: bk, wv: wv, bv: bv, wo: wo, bo: bo, p, range: range)
+                    weights.hold(w.qkv)
+                }
                 return { args in
                     func optional(_ i: In) -> Tensor? { i.rawValue < args.count ? args[i.rawValue] : nil }
                     return [try Attention.run(try required(args, In.x.rawValue), w, mask: optional(.mask), bias: optional(.bias), p)]

@@ -32,11 +32,16 @@ public struct RuntimeOptions: Sendable {
     /// The range int8 GEMMs quantize activations to; nil: the widest this CPU's
     /// kernels sum exactly (`ActivationRange.native`). Set to compare or test.
     public var activationRange: ActivationRange?
+    /// Threads that read, decompress and pack the weights when a file is loaded;
+    /// 0 (the default) means one per core: loading comes before any run, so it
+    /// takes every core even where `threads` keeps the runs to fewer.
+    public var loadThreads: Int
 
-    public init(threads: Int = 0, weights: WeightPrecision? = nil, activationRange: ActivationRange? = nil) {
+    public init(threads: Int = 0, weights: WeightPrecision? = nil, activationRange: ActivationRange? = nil, loadThreads: Int = 0) {
         self.threads = threads
         self.weights = weights
         self.activationRange = activationRange
+        self.loadThreads = loadThreads
     }
 }
 
@@ -96,10 +101,11 @@ public final class Program: @unchecked Sendable {
     ///
     /// `int8Weights`: GEMM weights a file stores in int8 (`PathLoader`), which the
     /// graph's initializers lack. Int8 kernels take them as they are; a node that
-    /// runs in float32 gets them dequantized.
+    /// runs in float32 gets them dequantized. `packed`: the fused nodes' int8
+    /// weights, already packed; only their int8 kernels can take them.
     public init(graph: consuming Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:],
-                int8Weights: [String: Int8Weight] = [:]) throws {
-        try graph.verify(alsoDefined: Set(lookupTables.keys).union(int8Weights.keys))
+                int8Weights: [String: Int8Weight] = [:], packed: PackedInt8Weights = .init()) throws {
+        try graph.verify(alsoDefined: Set(lookupTables.keys).union(int8Weights.keys).union(packed.shapes.keys))
         self.lookupTables = lookupTables
         self.options = options
         // Preparing kernels already runs oneDNN (int8 packing): on the threads asked for, not
@@ -123,10 +129,12 @@ public final class Program: @unchecked Sendable {
             var kernel = try lookupKernel(node, lookupTables)
             var taken: Set<Int> = []
             if kernel == nil {
-                var weights = KernelWeights(constants: graph.initializers, int8: int8Weights)
+                var weights = KernelWeights(constants: graph.initializers, int8: int8Weights, packed: packed)
                 if let prepared = try Program.int8Kernel(node, &weights, options) {
                     kernel = prepared
                     heldBytes += weights.heldBytes
+                } else if let name = node.inputs.first(where: { packed.shapes[$0] != nil }) {
+                    throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: "its int8 weights '\(name)' were packed, but it has no int8 kernel")
                 } else {
                     // A float32 kernel: weights stored in int8 become values.
                     for name in node.inputs where graph.initializers[name] == nil {
@@ -147,6 +155,8 @@ public final class Program: @unchecked Sendable {
                     released[name] = (t.dtype, t.shape)
                 } else if let w = int8Weights[name] {
                     released[name] = (.float32, w.shape)
+                } else if let shape = packed.shapes[name] {
+                    released[name] = (.float32, shape)
                 }
             }
             let ins = node.inputs.enumerated().map { k, name in name.isEmpty || lookupTables[name] != nil || taken.contains(k) ? nil : slot(name) }

@@ -51,7 +51,12 @@ struct TensorDecoder {
         for e in entries { if let s = e.encoding?.scales, scales[s] == nil, seen.insert(s).inserted { names.append(s) } }
         let found = try names.map(reader.requiredEntry)
         let tensors = found.map { Tensor(dtype: $0.dtype, shape: $0.shape) }
-        try run(zip(found, tensors).map { Task(Job(entry: $0, rows: Self.rowCount($0), asValue: false, destination: $1.rawPointer)) })
+        let jobs = zip(found, tensors).map { Job(entry: $0, rows: Self.rowCount($0), asValue: false, destination: $1.rawPointer) }
+        // Scales are small and many (one per int8 chunk): a task reads a batch, in file order.
+        let batches = stride(from: 0, to: jobs.count, by: Self.scalesPerTask).map { jobs[$0..<min(jobs.count, $0 + Self.scalesPerTask)] }
+        try run(batches.map { batch in
+            Task(entries: batch.map(\.entry)) { decoder, buffers in for job in batch { try decoder.decode(job, buffers: buffers) } }
+        })
         for (e, t) in zip(found, tensors) { scales[e.name] = t }
     }
 
@@ -75,6 +80,9 @@ struct TensorDecoder {
             bytesDecoded += e.rawSize
         }
     }
+
+    /// Scales entries one task reads.
+    static let scalesPerTask = 64
 
     /// Rows of an entry along its first dimension (a scalar is one row).
     static func rowCount(_ e: TensorEntryInfo) -> Int { e.shape.first ?? 1 }

@@ -8,13 +8,6 @@ import SPPKernels
 /// memory (fresh memory costs a page fault per 4 KiB; the unit-major rows of a
 /// transposed role go through a reused per-thread workspace instead).
 struct UnitRows {
-    enum Value {
-        /// float32 values.
-        case values(Tensor)
-        /// int8 as stored, with a scale per row or per column.
-        case int8(Int8Weight)
-    }
-
     /// How the rows become the node's tensor: those `order` picks (all, in order,
     /// when nil), as columns when `transpose`.
     struct Layout {
@@ -22,8 +15,9 @@ struct UnitRows {
         var transpose: Bool
     }
 
-    /// The result: in `layout`, or unit-major without one.
-    let tensor: Tensor
+    /// float32 values in `layout` (unit-major without one), filled by `read`; nil
+    /// for int8 rows, which `Int8Pack` reads instead.
+    let values: Tensor?
     let int8: Bool
     /// For int8 rows with a scale per column: the scales all chunks share.
     let columnScales: String?
@@ -52,16 +46,22 @@ struct UnitRows {
         for (e, _) in parts where (int8 ? e.dtype : e.valueDType) != dtype || Array(e.shape.dropFirst()) != rowShape {
             throw RuntimeError.corruptPath("chunk '\(e.name)' of unit tensor '\(t.role)' is \(e.valueDType) \(Tensor.describe(e.shape)), not \(dtype) rows of \(Tensor.describe(rowShape))")
         }
-        if let layout, layout.transpose, rowShape.count != 1 {
+        if let layout, layout.transpose || int8, rowShape.count != 1 {
             throw RuntimeError.corruptPath("unit tensor '\(t.role)' has rows of \(Tensor.describe(rowShape)), not vectors")
+        }
+        if let order = layout?.order, let bad = order.first(where: { $0 < 0 || $0 >= count }) {
+            throw RuntimeError.corruptPath("unit \(bad) of \(count) is out of range")
         }
         width = rowShape.reduce(1, *)
         let n = layout?.order?.count ?? count
-        tensor = Tensor(dtype: dtype, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
+        values = int8 ? nil : Tensor(dtype: .float32, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
         self.layout = layout
         self.count = count
         self.parts = parts
     }
+
+    /// Rows in the result: those the layout picks.
+    var units: Int { layout?.order?.count ?? count }
 
     /// The chunks that hold the first `count` rows of `t`, and the rows taken from each.
     static func parts(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int) throws -> [(entry: TensorEntryInfo, rows: Int)] {
@@ -78,44 +78,62 @@ struct UnitRows {
         return parts
     }
 
-    /// The reads, for the decoder's threads.
+    /// The reads of float32 values, for the decoder's threads.
     var task: TensorDecoder.Task {
         TensorDecoder.Task(entries: parts.map(\.entry)) { decoder, buffers in try read(decoder, buffers) }
     }
 
-    /// Reads the rows into `tensor`, through the buffers' workspace when the layout moves them.
+    /// Reads the float32 values into `values`, through the buffers' workspace when the layout moves them.
     func read(_ decoder: TensorDecoder, _ buffers: FrameBuffers) throws {
-        let rowBytes = width * tensor.dtype.size
+        guard let values else { return }
+        let rowBytes = width * 4
         let direct = layout.map { $0.order == nil && !$0.transpose } ?? true
-        let rows = direct ? tensor.rawPointer : buffers.workspace(count * rowBytes)
+        let rows = direct ? values.rawPointer : buffers.workspace(count * rowBytes)
+        try decode(decoder, buffers, into: rows)
+        guard !direct, let layout else { return }
+        if layout.transpose {
+            try DataMovement.gatherTransposed(rows, rows: count, columns: width, dtype: .float32, order: layout.order, into: values.rawPointer)
+        } else if let order = layout.order {
+            gather(rows, order, into: values.rawPointer, rowBytes: rowBytes)
+        }
+    }
+
+    /// Reads int8 rows unit-major (a row per unit, in the layout's order, never
+    /// transposed) into `destination`, which has room for `units` rows.
+    func readRows(_ decoder: TensorDecoder, _ buffers: FrameBuffers, into destination: UnsafeMutableRawPointer) throws {
+        guard let order = layout?.order else { return try decode(decoder, buffers, into: destination) }
+        let rows = buffers.workspace(count * width)
+        try decode(decoder, buffers, into: rows)
+        gather(rows, order, into: destination, rowBytes: width)
+    }
+
+    /// The kept rows as stored (or as float32 values), chunk after chunk.
+    private func decode(_ decoder: TensorDecoder, _ buffers: FrameBuffers, into rows: UnsafeMutableRawPointer) throws {
+        let rowBytes = width * (int8 ? 1 : 4)
         var offset = 0
         for (e, take) in parts {
             try decoder.decode(TensorDecoder.Job(entry: e, rows: take, asValue: !int8, destination: rows + offset), buffers: buffers)
             offset += take * rowBytes
         }
-        guard !direct, let layout else { return }
-        if layout.transpose {
-            try DataMovement.gatherTransposed(rows, rows: count, columns: width, dtype: tensor.dtype, order: layout.order, into: tensor.rawPointer)
-        } else if let order = layout.order {
-            for (j, r) in order.enumerated() {
-                guard r >= 0, Int(r) < count else { throw RuntimeError.corruptPath("unit \(r) of \(count) is out of range") }
-                (tensor.rawPointer + j * rowBytes).copyMemory(from: rows + Int(r) * rowBytes, byteCount: rowBytes)
-            }
+    }
+
+    /// Rows `order` picks, in that order (checked in range when planned).
+    private func gather(_ rows: UnsafeRawPointer, _ order: [Int64], into destination: UnsafeMutableRawPointer, rowBytes: Int) {
+        for (j, r) in order.enumerated() {
+            (destination + j * rowBytes).copyMemory(from: rows + Int(r) * rowBytes, byteCount: rowBytes)
         }
     }
 
-    /// The result once read; int8 rows get their scales (`scales`: read by the
-    /// decoder), a scale per unit becoming one per column of a transposed layout.
-    func finish(scales: [String: Tensor]) throws -> Value {
-        guard int8 else { return .values(tensor) }
+    /// The scales of int8 rows (`scales`: read by the decoder): one per unit in the
+    /// layout's order (`[units]`), or the columns' that all chunks share (`[width]`).
+    func int8Scales(_ scales: [String: Tensor]) throws -> Tensor {
+        if let name = columnScales, let shared = scales[name] { return shared.reshaped([shared.count]) }
         let found = parts.compactMap { $0.entry.encoding?.scales.flatMap { scales[$0] } }
-        guard found.count == parts.count else { throw RuntimeError.corruptPath("int8 rows of '\(parts[0].entry.name)' without their scales") }
-        if let name = columnScales, let shared = scales[name] { return .int8(try Int8Weight(values: tensor, scales: shared)) }
+        guard int8, found.count == parts.count else { throw RuntimeError.corruptPath("int8 rows of '\(parts[0].entry.name)' without their scales") }
         // A scale per unit: the kept units' scales, chunk after chunk, then in the layout's order.
         var perUnit: [Float] = []
         for (s, part) in zip(found, parts) { perUnit += s.buffer(as: Float.self).prefix(part.rows) }
         if let order = layout?.order { perUnit = order.map { perUnit[Int($0)] } }
-        let transposed = layout?.transpose == true
-        return .int8(try Int8Weight(values: tensor, scales: Tensor(perUnit, shape: transposed ? [1, perUnit.count] : [perUnit.count, 1])))
+        return Tensor(perUnit, shape: [perUnit.count])
     }
 }

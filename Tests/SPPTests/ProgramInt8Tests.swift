@@ -69,7 +69,7 @@ import SPPRuntime
         // constant (the Gemm reads it as it runs). No float32 copy of w or g is kept.
         let values = try [graph.initializers["w"]!, DataMovement.transpose(graph.initializers["g"]!, perm: [1, 0])].map { t in
             let v = try QuantizedMatrix.quantize(t).values
-            return PackedMatrix(v)?.byteCount ?? v.count
+            return PackedMatrix(v.rawPointer, rows: v.shape[0], columns: v.shape[1])?.byteCount ?? v.count
         }
         #expect(int8.weightBytes == values.reduce(0, +) + 8 * 16 + 8 * 5 + 4 * 5)
         #expect(Set(int8.graph.initializers.keys) == ["c"])

@@ -131,11 +131,14 @@ import SPPRuntime
                 Linear.int8Product(q, qw.values, &fast)
                 spp_gemm_u8s8s32_ref(s.m, s.n, s.k, q.values, s.k, qw.values.pointer(as: Int8.self), s.n, &slow, s.n)
                 #expect(fast == slow, "\(s) extreme \(extreme) \(range)")
-                // The matmul primitive on weights in its own layout, where this CPU has one.
-                if let packed = PackedMatrix(qw.values) {
+                // The matmul primitive on weights in its own layout, where this CPU has one,
+                // packed from row-major values and from their transpose (unit-major, as files store units).
+                let transposed = try DataMovement.transpose(qw.values, perm: [1, 0])
+                for (source, unitMajor) in [(qw.values, false), (transposed, true)] {
+                    guard let packed = PackedMatrix(source.rawPointer, rows: s.k, columns: s.n, unitMajor: unitMajor) else { continue }
                     var viaPacked = [Int32](repeating: -1, count: s.m * s.n)
                     #expect(packed.multiply(q.values, m: s.m, &viaPacked, threads: 2))
-                    #expect(viaPacked == slow, "packed \(s) extreme \(extreme) \(range)")
+                    #expect(viaPacked == slow, "packed \(s) unit-major \(unitMajor) extreme \(extreme) \(range)")
                 }
                 if extreme { #expect(slow[0] == range.levels * 127 * Int32(s.k)) }
             }
@@ -166,9 +169,13 @@ import SPPRuntime
                     product[row * s.n + c] = Double(q.scales[row]) * Double(ws[c]) * Double(acc)
                 }
             }
-            // Weights packed for oneDNN's matmul (where this CPU has its kernels) and row-major.
-            for pack in [true, false] {
-            let qw = try QuantizedMatrix(values: parts.values, scales: parts.scales, pack: pack)
+            // Weights packed for oneDNN's matmul (where this CPU has its kernels) and row-major,
+            // and made from unit-major rows (the transpose, as a loader reads a file's units).
+            let transposed = try DataMovement.transpose(parts.values, perm: [1, 0])
+            let made = [("packed", try QuantizedMatrix(values: parts.values, scales: parts.scales, pack: true)),
+                        ("row-major", try QuantizedMatrix(values: parts.values, scales: parts.scales, pack: false)),
+                        ("unit-major", try QuantizedMatrix(copying: transposed.rawPointer, rows: s.k, columns: s.n, unitMajor: true, scales: parts.scales))]
+            for (pack, qw) in made {
             for mode in ["bias", "accumulate", "overwrite"] {
                 let out = before.copy()
                 try Linear.int8Gemm(m: s.m, a: x.pointer(as: Float.self), lda: s.k, w: qw,

@@ -176,6 +176,12 @@ import SPPTools
         // Below keep 1 the refit W2 is float32 and is quantized at load, like the rest stays int8.
         let half = try Model(path: f.paths[.int8]!, keep: 0.5)
         #expect(half.program.releasedConstants.count == stored.program.releasedConstants.count)
+        // There the int8 kernels run the rows packed as read (units grouped by head, ragged): close to
+        // the same file's weights in float32, as int8 activations allow.
+        let halfFloat = try Model(path: f.paths[.int8]!, keep: 0.5, options: RuntimeOptions(weights: .fp32))
+        let e = normalisedError(try half.run(f.inputs)["last_hidden_state"]!, try halfFloat.run(f.inputs)["last_hidden_state"]!)
+        #expect(e < 0.06, "int8 keep 0.5 against its float32 weights: \(e)")
+        #expect(e > 0, "int8 keep 0.5 ran in float32")
     }
 
     @Test func encodedFilesAreNotEncodedAgain() throws {

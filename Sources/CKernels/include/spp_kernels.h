@@ -51,6 +51,8 @@ void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, size_t cols, 
                           uint8_t *q, size_t ldq, float *scale, int32_t *zero);
 /// sums[c] = Σ_r v[r, c] over a row-major int8 matrix (the int8 weights' column sums).
 void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums);
+/// sums[r] = Σ_c v[r, c]: the same sums over the matrix's transpose, stored unit-major.
+void spp_row_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums);
 /// y[r, c] = row_scale[r] · col_scale[c] · (acc[r, c] − row_zero[r] · col_sum[c]), plus bias[c]
 /// when bias is not NULL, else plus the y[r, c] already there when accumulate is nonzero.
 /// acc may be y itself (same leading dimension, not accumulating): each element is read before it is written.
