@@ -34,7 +34,8 @@ struct HeaderDecoder {
             throw FormatError.headerInconsistent(path: path, reason:
                 "header says format version \(m.pointee.format_version), the preamble says \(formatVersion)")
         }
-        guard m.pointee.data_size <= UInt64(Int.max) else {
+        // Every frame's absolute end (data offset + offset + size ≤ data offset + data size) then fits an Int.
+        guard m.pointee.data_size <= UInt64(Int.max - dataOffset) else {
             throw FormatError.headerInconsistent(path: path, reason: "data section size \(m.pointee.data_size) is absurd")
         }
         let dataSize = Int(m.pointee.data_size)

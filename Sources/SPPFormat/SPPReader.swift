@@ -191,7 +191,7 @@ public final class SPPReader: Sendable {
             n = try FileIO.pread(fd, buffer.baseAddress!, count: buffer.count, at: pre, path: path)
             initialized = n
         }
-        guard n == bytes.count else {
+        guard n == headerLength + SPPFormat.checksumSize else {
             throw FormatError.truncated(path: path, section: "header", offset: pre, expected: bytes.count, available: n)
         }
         let stored = UInt64(bytes, at: headerLength)

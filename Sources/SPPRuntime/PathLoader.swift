@@ -44,7 +44,7 @@ public enum PathLoader {
         /// Stored (compressed) bytes read, and the bytes they decompressed to.
         public var bytesRead: Int
         public var bytesDecoded: Int
-        /// Seconds spent reading and decoding, and refitting feed-forward blocks.
+        /// Seconds spent planning the reads, reading and decoding (packing int8 weights), and refitting feed-forward blocks.
         public var stages: [(stage: String, seconds: Double)]
     }
 
@@ -54,9 +54,11 @@ public enum PathLoader {
     /// Loads the graph at `keep`, reading only the chunks the kept units need.
     /// A model without a path loads at keep 1 only. Lookup-table chunks are left to `LookupSource`.
     /// `repair`: refit pruned feed-forward blocks where the file stores what that needs (`FeedForwardRepair`).
-    /// `weights`: with `.int8`, weights the file stores in int8 stay int8 (`int8Weights`);
+    /// `weights`: with `.int8`, weights the file stores in int8 stay int8: the pairs' packed
+    /// for the int8 kernels as they are read (`packed`; rows that cannot be are read as
+    /// float32 and quantized by the program), whole tensors as stored (`int8Weights`);
     /// otherwise every stored precision is expanded to float32.
-    /// `threads`: threads that read and decompress (0: one per core).
+    /// `threads`: threads that read, decompress and pack (0: one per core).
     public static func load(_ reader: SPPReader, keep: Double, repair: Bool = true, weights: WeightPrecision = .fp32,
                             threads: Int = 0) throws -> Loaded {
         guard let path = reader.pruningPath ?? (keep == 1 ? PruningPath(method: "none", pairs: [], prunableParameters: 0, fixedParameters: 0) : nil) else {
@@ -82,9 +84,7 @@ public enum PathLoader {
         // Each refit's tensors and the entries its task reads (the kept rows' chunks, then the offset).
         var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo, entries: [TensorEntryInfo])] = []
         var pairRows: [[String: UnitRows]] = []
-        var pairTensors: [[String: PrunablePair.UnitTensor]] = []
         for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
-            var unitTensors: [String: PrunablePair.UnitTensor] = [:]
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
             // Attention units are stored in rank order across heads; the kernel wants them grouped by head.
             var order: [Int64]? = nil
@@ -106,7 +106,6 @@ public enum PathLoader {
             // Only the node's own roles: the repair's rows (and any of other versions) are read below or not at all.
             for t in pair.tensors where layouts[t.role] != nil && !(refit && t.role == "w2") {
                 rows[t.role] = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
-                unitTensors[t.role] = t
             }
             if refit, let offset {
                 let tensors = pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) }
@@ -119,7 +118,6 @@ public enum PathLoader {
                 refits.append((p, tensors, offset, entries))
             }
             pairRows.append(rows)
-            pairTensors.append(unitTensors)
         }
 
         // Int8 rows are packed for the int8 kernels as they are read (`Int8Pack`): an attention
@@ -135,6 +133,8 @@ public enum PathLoader {
                 let found = roles.compactMap { r in placed.first { $0.role == r } }
                 let rows = found.map { pairRows[$0.pair][$0.role]! }
                 guard found.count == roles.count, rows.allSatisfy({ Int8Pack.accepts($0, unitMajor: unitMajor) }) else { return }
+                // Inner sizes int32 sums could overflow run in float32 (the program's rule).
+                guard (unitMajor ? rows[0].width : rows.reduce(0) { $0 + $1.units }) <= QuantizedMatrix.maximumRows else { return }
                 packs.append((Int8Pack(node: node, parts: rows, unitMajor: unitMajor), nodeIndex[node]!, found))
             }
             pack(["wq", "wk", "wv"], unitMajor: true)
@@ -144,8 +144,10 @@ public enum PathLoader {
         }
         let packedRoles = Set(packs.flatMap { $0.roles.map { "\($0.pair)/\($0.role)" } })
         for p in pairRows.indices {
-            for (role, rows) in pairRows[p] where !packedRoles.contains("\(p)/\(role)") {
-                let values = rows.int8 ? try UnitRows(reader, pairTensors[p][role]!, count: rows.count, int8: false, layout: rows.layout) : rows
+            // In the pair's order, so that the first failing read (the error reported) does not depend on hashing.
+            for t in path.pairs[p].tensors where pairRows[p][t.role] != nil && !packedRoles.contains("\(p)/\(t.role)") {
+                let rows = pairRows[p][t.role]!, role = t.role
+                let values = rows.int8 ? try UnitRows(reader, t, count: rows.count, int8: false, layout: rows.layout) : rows
                 pairRows[p][role] = values
                 tasks.append(values.task)
             }

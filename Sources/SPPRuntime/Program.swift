@@ -108,8 +108,9 @@ public final class Program: @unchecked Sendable {
         try graph.verify(alsoDefined: Set(lookupTables.keys).union(int8Weights.keys).union(packed.shapes.keys))
         self.lookupTables = lookupTables
         self.options = options
-        // Preparing kernels already runs oneDNN (int8 packing): on the threads asked for, not
-        // OpenMP's default of every core, whose extra workers would spin against other work.
+        // Preparing kernels already runs oneDNN (int8 quantizing and packing; each reorder on one
+        // thread): on the threads asked for, not OpenMP's default of every core, whose extra
+        // workers would spin against other work.
         Linear.setThreads(options.threads > 0 ? options.threads : ProcessInfoCores.count)
         var slots: [String: Int] = [:]
         func slot(_ name: String) -> Int {

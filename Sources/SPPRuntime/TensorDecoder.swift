@@ -52,7 +52,7 @@ struct TensorDecoder {
         let found = try names.map(reader.requiredEntry)
         let tensors = found.map { Tensor(dtype: $0.dtype, shape: $0.shape) }
         let jobs = zip(found, tensors).map { Job(entry: $0, rows: Self.rowCount($0), asValue: false, destination: $1.rawPointer) }
-        // Scales are small and many (one per int8 chunk): a task reads a batch, in file order.
+        // Scales are small and many (one per int8 chunk): a task reads a batch.
         let batches = stride(from: 0, to: jobs.count, by: Self.scalesPerTask).map { jobs[$0..<min(jobs.count, $0 + Self.scalesPerTask)] }
         try run(batches.map { batch in
             Task(entries: batch.map(\.entry)) { decoder, buffers in for job in batch { try decoder.decode(job, buffers: buffers) } }

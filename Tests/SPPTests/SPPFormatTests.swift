@@ -75,7 +75,7 @@ import Testing
         try SPPWriter.write(model, to: path, compressionLevel: level)
         let reader = try SPPReader(path: path)
         #expect(reader.formatVersion == SPPFormat.currentVersion)
-        // Frames zstd cannot shrink by 1/8 (random floats) are stored raw; a smooth ramp compresses.
+        // Frames zstd cannot shrink by 1/4 (random floats) are stored raw; a smooth ramp compresses.
         #expect(reader.tensorEntries.allSatisfy { level != 0 || $0.codec == .none })
         if level != 0 {
             #expect(reader.entry(named: "smooth")?.codec == .zstd && reader.entry(named: "w")?.codec == TensorEntryInfo.Codec.none)
