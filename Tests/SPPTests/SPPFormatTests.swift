@@ -333,6 +333,12 @@ import Testing
                   .frameOutOfBounds(path: p, tensor: "t", offset: UInt64.max - 2, size: 8, dataSize: 8))
         try check([tensorEntry("t", shape: [2], size: 8, raw: 8, checksum: sum)], dataSize: 1 << 40,
                   .truncated(path: p, section: "data section", offset: 128, expected: 1 << 40, available: 8))
+        // Offsets near Int.max: a data section that could not end in an Int is refused, and one that
+        // just fits names its cut frame (its absolute end is Int.max, no overflow).
+        try check([tensorEntry("t", shape: [2], offset: UInt64(Int.max) - 8, size: 8, raw: 8, checksum: sum)], dataSize: UInt64(Int.max),
+                  .headerInconsistent(path: p, reason: "data section size \(Int.max) is absurd"))
+        try check([tensorEntry("t", shape: [2], offset: UInt64(Int.max) - 136, size: 8, raw: 8, checksum: sum)], dataSize: UInt64(Int.max) - 128,
+                  .truncated(path: p, section: "tensor 't'", offset: Int.max - 8, expected: 8, available: 0))
         try check([tensorEntry("t", shape: [2], size: 8, raw: 8, checksum: sum, codec: 7)],
                   .unknownCodec(path: p, tensor: "t", code: 7))
         try check([tensorEntry("t", shape: [2], size: 8, raw: 8, checksum: sum ^ 1)],
