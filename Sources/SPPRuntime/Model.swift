@@ -50,15 +50,14 @@ public final class Model: @unchecked Sendable {
     public init(reader: SPPReader, keep: Double = 1, repair: Bool = true, options: RuntimeOptions = .init()) throws {
         var options = options
         options.weights = options.weights ?? .stored(in: reader)
-        let built = try Self.build(reader, keep: keep, repair: repair, options: options)
+        let (built, tables, bytesRead, bytesDecoded, stages) = try Self.build(reader, keep: keep, repair: repair, options: options)
         var clock = StageClock()
         // What loading freed (read buffers, float32 weights that int8 kernels replaced, all released with
         // `build`'s locals) goes back to the system: glibc keeps freed heap memory, and resident memory is
         // what the model costs.
         spp_release_free_memory()
         clock.lap("release")
-        (program, lookupSources, loadBytesRead, loadBytesDecoded) = (built.0, built.1, built.2, built.3)
-        loadStages = built.4 + clock.stages
+        (program, lookupSources, loadBytesRead, loadBytesDecoded, loadStages) = (built, tables, bytesRead, bytesDecoded, stages + clock.stages)
         provenance = reader.provenance
         pruningPath = reader.pruningPath
         costTable = reader.costTable

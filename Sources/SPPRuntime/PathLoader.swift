@@ -48,6 +48,12 @@ public enum PathLoader {
         public var stages: [(stage: String, seconds: Double)]
     }
 
+    /// One unit tensor of one pair (its index in the path), as packing plans them.
+    struct PairRole: Hashable {
+        let pair: Int
+        let role: String
+    }
+
     /// The roles of a pair whose rows are GEMM weights (the rest are biases and repair data).
     static let weightRoles: Set<String> = ["wq", "wk", "wv", "wo", "w1", "w2"]
 
@@ -124,11 +130,11 @@ public enum PathLoader {
         // node's [Wq | Wk | Wv] as one matrix, Wo, W1 and W2 each alone. Int8 rows that cannot
         // be so (scales across the wrong axis, a projection of [Wq | Wk | Wv] not in int8) are
         // read as float32 values, which the program quantizes.
-        var packs: [(pack: Int8Pack, node: Int, roles: [(pair: Int, role: String)])] = []
+        var packs: [(pack: Int8Pack, node: Int, roles: [PairRole])] = []
         var pairsOfNode: [String: [Int]] = [:]
         for (p, pair) in path.pairs.enumerated() { pairsOfNode[pair.node, default: []].append(p) }
         for (node, pairs) in pairsOfNode.sorted(by: { $0.value[0] < $1.value[0] }) {
-            let placed = pairs.flatMap { p in pairRows[p].keys.map { (pair: p, role: $0) } }
+            let placed = pairs.flatMap { p in pairRows[p].keys.map { PairRole(pair: p, role: $0) } }
             func pack(_ roles: [String], unitMajor: Bool) {
                 let found = roles.compactMap { r in placed.first { $0.role == r } }
                 let rows = found.map { pairRows[$0.pair][$0.role]! }
@@ -142,13 +148,13 @@ public enum PathLoader {
             pack(["w1"], unitMajor: true)
             pack(["w2"], unitMajor: false)
         }
-        let packedRoles = Set(packs.flatMap { $0.roles.map { "\($0.pair)/\($0.role)" } })
+        let packedRoles = Set(packs.flatMap(\.roles))
         for p in pairRows.indices {
             // In the pair's order, so that the first failing read (the error reported) does not depend on hashing.
-            for t in path.pairs[p].tensors where pairRows[p][t.role] != nil && !packedRoles.contains("\(p)/\(t.role)") {
-                let rows = pairRows[p][t.role]!, role = t.role
+            for t in path.pairs[p].tensors where !packedRoles.contains(PairRole(pair: p, role: t.role)) {
+                guard let rows = pairRows[p][t.role] else { continue }
                 let values = rows.int8 ? try UnitRows(reader, t, count: rows.count, int8: false, layout: rows.layout) : rows
-                pairRows[p][role] = values
+                pairRows[p][t.role] = values
                 tasks.append(values.task)
             }
         }
@@ -212,15 +218,15 @@ public enum PathLoader {
         for (k, (pack, i, placed)) in packs.enumerated() {
             let node = graph.nodes[i]
             guard let matrix = packed[k] else { throw RuntimeError.corruptPath("int8 weights of node '\(node.name)' were not read") }
-            if placed.count > 1 {
-                packedWeights.queryKeyValue[node.name] = matrix
-            }
-            for (part, (p, role)) in zip(pack.parts, placed) {
-                guard let input = roles(path.pairs[p].kind).first(where: { $0.0 == role })?.1, input < node.inputs.count else {
-                    throw RuntimeError.corruptPath("pair of node '\(node.name)' stores '\(role)' for an input the node lacks")
+            let inputs = try placed.map { r in
+                guard let input = roles(path.pairs[r.pair].kind).first(where: { $0.0 == r.role })?.1, input < node.inputs.count else {
+                    throw RuntimeError.corruptPath("pair of node '\(node.name)' stores '\(r.role)' for an input the node lacks")
                 }
-                if placed.count == 1 { packedWeights.matrices[node.inputs[input]] = matrix }
-                packedWeights.shapes[node.inputs[input]] = pack.unitMajor ? [part.width, part.units] : [part.units, part.width]
+                return node.inputs[input]
+            }
+            if inputs.count == 1 { packedWeights.matrices[inputs[0]] = matrix } else { packedWeights.queryKeyValue[node.name] = matrix }
+            for (part, name) in zip(pack.parts, inputs) {
+                packedWeights.shapes[name] = pack.unitMajor ? [part.width, part.units] : [part.units, part.width]
             }
         }
         for (p, pair) in path.pairs.enumerated() {
