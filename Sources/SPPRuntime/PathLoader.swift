@@ -79,16 +79,10 @@ public enum PathLoader {
         // The repair's offsets are read with its rows, only when refitting.
         let repairNames = Set(path.pairs.filter { $0.kind == .feedForward }.map { FeedForwardRepair.offsetName($0.node) })
 
-        // Plan every read: whole constants, and the kept rows of each pair's unit tensors.
-        let whole = reader.tensorEntries.filter { !chunkNames.contains($0.name) && !scalesNames.contains($0.name) && !repairNames.contains($0.name) }
-        let wholeInt8 = whole.map { weights == .int8 && $0.dtype == .int8 && $0.encoding != nil }
-        let wholeTensors = zip(whole, wholeInt8).map { e, int8 in Tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }
-        var tasks = zip(whole, zip(wholeTensors, wholeInt8)).map { e, t in
-            TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
-        }
+        // Plan every read: the kept rows of each pair's unit tensors, the refits' data, whole constants.
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
-        // Each refit's tensors and the entries its task reads (the kept rows' chunks, then the offset).
-        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo, entries: [TensorEntryInfo])] = []
+        // Each refit's tensors and the entries its task reads (the kept rows' chunks, the offset, then b2, which it replaces).
+        var refits: [(pair: Int, tensors: [PrunablePair.UnitTensor], offset: TensorEntryInfo, b2: TensorEntryInfo, entries: [TensorEntryInfo])] = []
         var pairRows: [[String: UnitRows]] = []
         for (p, (pair, n)) in zip(path.pairs, counts).enumerated() {
             guard let i = nodeIndex[pair.node] else { throw RuntimeError.corruptPath("pair names node '\(pair.node)', which the graph lacks") }
@@ -120,8 +114,12 @@ public enum PathLoader {
                     throw RuntimeError.missingRepairData(node: pair.node, missing: missing,
                                                          retired: pair.tensors.map(\.role).filter(FeedForwardRepair.Role.retired.contains).sorted())
                 }
-                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + [offset]
-                refits.append((p, tensors, offset, entries))
+                let node = graph.nodes[i]
+                guard node.inputs.count > 4, let b2 = reader.entry(named: node.inputs[4]) else {
+                    throw RuntimeError.corruptPath("FFN node '\(pair.node)' lacks its b2")
+                }
+                let entries = try tensors.flatMap { try UnitRows.parts(reader, $0, count: n).map(\.entry) } + [offset, b2]
+                refits.append((p, tensors, offset, b2, entries))
             }
             pairRows.append(rows)
         }
@@ -148,6 +146,16 @@ public enum PathLoader {
             pack(["w1"], unitMajor: true)
             pack(["w2"], unitMajor: false)
         }
+        // Whole constants, but for the b2 of refit blocks.
+        let refitBiases = Set(refits.map(\.b2.name))
+        let whole = reader.tensorEntries.filter {
+            !chunkNames.contains($0.name) && !scalesNames.contains($0.name) && !repairNames.contains($0.name) && !refitBiases.contains($0.name)
+        }
+        let wholeInt8 = whole.map { weights == .int8 && $0.dtype == .int8 && $0.encoding != nil }
+        let wholeTensors = zip(whole, wholeInt8).map { e, int8 in Tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }
+        var tasks = zip(whole, zip(wholeTensors, wholeInt8)).map { e, t in
+            TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
+        }
         let packedRoles = Set(packs.flatMap(\.roles))
         for p in pairRows.indices {
             // In the pair's order, so that the first failing read (the error reported) does not depend on hashing.
@@ -165,11 +173,60 @@ public enum PathLoader {
             packed.deallocate()
         }
         tasks += packs.enumerated().map { k, p in p.pack.task(into: packed.baseAddress! + k) }
+        // Refits, a block per task: its repair data are read, solved against and let go, so
+        // that only a block's (per thread) is in memory at a time. One slot per pair, each
+        // written by one task.
+        let refitted = UnsafeMutableBufferPointer<Refitted?>.allocate(capacity: path.pairs.count)
+        refitted.initialize(repeating: nil)
+        defer {
+            _ = refitted.deinitialize()
+            refitted.deallocate()
+        }
+        // A refit's data (~6 MB at keep 0.5 of a 384×1536 block) come from buffers the
+        // refits share: fresh memory for each cost a page fault per 4 KiB.
+        let refitBuffers = BufferPool()
+        defer { refitBuffers.releaseFree() }
+        let refitTasks = refits.map { p, tensors, offsetEntry, b2Entry, entries in
+            let n = counts[p]
+            // The first refit leads: its product pays for oneDNN's one-time GEMM setup (~25 ms on
+            // one thread; a second refit would wait for it) while the other threads read; the rest trail.
+            return TensorDecoder.Task(entries: entries, order: p == refits.first?.pair ? .lead : .trail) { decoder, buffers in
+              try BufferPool.$current.withValue(refitBuffers) {
+                var rows: [String: Tensor] = [:]
+                for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
+                    let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
+                    try unit.read(decoder, buffers)
+                    rows[t.role] = unit.values!
+                }
+                func whole(_ e: TensorEntryInfo) throws -> Tensor {
+                    let t = Tensor(dtype: e.valueDType, shape: e.shape)
+                    try decoder.decode(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: true, destination: t.rawPointer),
+                                       buffers: buffers)
+                    return t
+                }
+                // Present: checked when planning.
+                let factor = try inverseFactor(reader, tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }!, count: n,
+                                               diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
+                let (w2, b2) = try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
+                                                           mean: rows[FeedForwardRepair.Role.mean]!, offset: whole(offsetEntry), b2: whole(b2Entry))
+                // Int8 runs quantize it here, on the load's threads, as the program would.
+                guard weights == .int8, w2.shape[0] <= QuantizedMatrix.maximumRows else {
+                    refitted[p] = Refitted(w2: w2, b2: b2)
+                    return
+                }
+                do {
+                    refitted[p] = Refitted(w2: nil, int8: try QuantizedMatrix(quantizing: w2), b2: b2)
+                } catch let e as KernelError {
+                    throw RuntimeError.corruptPath("refit W2 of FFN node '\(path.pairs[p].node)': \(e.description)")
+                }
+              }
+            }
+        }
 
         clock.lap("plan")
         var decoder = TensorDecoder(reader: reader, threads: threads)
         try decoder.readScales(of: tasks.flatMap(\.entries) + refits.flatMap(\.entries))
-        try decoder.run(tasks)
+        try decoder.run(tasks + refitTasks)
         clock.lap("decode")
 
         for (e, (tensor, int8)) in zip(whole, zip(wholeTensors, wholeInt8)) {
@@ -178,41 +235,6 @@ public enum PathLoader {
             } else {
                 graph.initializers[e.name] = tensor
             }
-        }
-        // Refits, a block per task: its repair data are read, solved against and let go, so
-        // that only a block's (per thread) is in memory at a time. One slot per pair, each
-        // written by one task.
-        let refitted = UnsafeMutableBufferPointer<(w2: Tensor, b2: Tensor)?>.allocate(capacity: path.pairs.count)
-        refitted.initialize(repeating: nil)
-        defer {
-            _ = refitted.deinitialize()
-            refitted.deallocate()
-        }
-        do {
-            let refitTasks = try refits.map { p, tensors, offsetEntry, entries in
-                let pair = path.pairs[p], n = counts[p]
-                let node = graph.nodes[nodeIndex[pair.node]!]
-                guard node.inputs.count > 4, let b2 = graph.initializers[node.inputs[4]] else {
-                    throw RuntimeError.corruptPath("FFN node '\(pair.node)' lacks its b2")
-                }
-                return TensorDecoder.Task(entries: entries) { decoder, buffers in
-                    var rows: [String: Tensor] = [:]
-                    for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
-                        let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
-                        try unit.read(decoder, buffers)
-                        rows[t.role] = unit.values!
-                    }
-                    let offset = Tensor(dtype: offsetEntry.valueDType, shape: offsetEntry.shape)
-                    try decoder.decode(TensorDecoder.Job(entry: offsetEntry, rows: TensorDecoder.rowCount(offsetEntry), asValue: true,
-                                                         destination: offset.rawPointer), buffers: buffers)
-                    // Present: checked when planning.
-                    let factor = try inverseFactor(reader, tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }!, count: n,
-                                                   diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
-                    refitted[p] = try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
-                                                              mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2)
-                }
-            }
-            try decoder.run(refitTasks)
         }
         var packedWeights = PackedInt8Weights()
         for (k, (pack, i, placed)) in packs.enumerated() {
@@ -232,10 +254,14 @@ public enum PathLoader {
         for (p, pair) in path.pairs.enumerated() {
             let node = graph.nodes[nodeIndex[pair.node]!]
             var values = pairRows[p].compactMapValues(\.values)
-            if let (w2, b2) = refitted[p] {
+            if let refit = refitted[p] {
                 // Feed-forward units keep their order, so the refit W2 is already in the node's layout.
-                values["w2"] = w2
-                graph.initializers[node.inputs[4]] = b2
+                values["w2"] = refit.w2
+                if let w2 = refit.int8 {
+                    packedWeights.matrices[node.inputs[3]] = w2
+                    packedWeights.shapes[node.inputs[3]] = [w2.rows, w2.columns]
+                }
+                graph.initializers[node.inputs[4]] = refit.b2
             }
             for (role, input, _) in roles(pair.kind) {
                 guard input < node.inputs.count else {
@@ -252,6 +278,13 @@ public enum PathLoader {
         clock.lap("repair")
         return Loaded(graph: graph, int8Weights: int8Weights, packed: packedWeights, bytesRead: decoder.bytesRead,
                       bytesDecoded: decoder.bytesDecoded, stages: clock.stages)
+    }
+
+    /// A refit feed-forward block: W2 in float32, or int8 for int8 runs, and b2.
+    struct Refitted {
+        var w2: Tensor?
+        var int8: QuantizedMatrix?
+        var b2: Tensor
     }
 
     /// M_SS [k, k] of the repair (see `FeedForwardRepair`): the first `k` rows of the int8 chunks,

@@ -9,17 +9,23 @@ import SPPKernels
 struct TensorDecoder {
     /// Work for one thread at a time: reads of `entries` and what it does with them.
     struct Task {
+        /// When a task starts: `lead` tasks first, then the rest by size, largest first, then `trail` tasks.
+        enum Order: Comparable { case lead, bySize, trail }
+
         let entries: [TensorEntryInfo]
+        let order: Order
         let body: (TensorDecoder, FrameBuffers) throws -> Void
 
         /// One whole read.
         init(_ job: Job) {
             entries = [job.entry]
+            order = .bySize
             body = { decoder, buffers in try decoder.decode(job, buffers: buffers) }
         }
 
-        init(entries: [TensorEntryInfo], body: @escaping (TensorDecoder, FrameBuffers) throws -> Void) {
+        init(entries: [TensorEntryInfo], order: Order = .bySize, body: @escaping (TensorDecoder, FrameBuffers) throws -> Void) {
             self.entries = entries
+            self.order = order
             self.body = body
         }
     }
@@ -60,11 +66,11 @@ struct TensorDecoder {
         for (e, t) in zip(found, tensors) { scales[e.name] = t }
     }
 
-    /// Runs every task, largest first, on the decoder's threads; throws the error
+    /// Runs every task, in its `order`, on the decoder's threads; throws the error
     /// of the first failing task in `tasks` order, so that it does not depend on timing.
     mutating func run(_ tasks: [Task]) throws {
         let sizes = tasks.map { $0.entries.reduce(0) { $0 + $1.rawSize } }
-        let order = tasks.indices.sorted { sizes[$0] > sizes[$1] }
+        let order = tasks.indices.sorted { (tasks[$0].order, -sizes[$0]) < (tasks[$1].order, -sizes[$1]) }
         var failures = [Error?](repeating: nil, count: tasks.count)
         let buffers = (0..<threads).map { _ in FrameBuffers() }
         let decoder = self
