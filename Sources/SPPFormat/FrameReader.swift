@@ -74,7 +74,7 @@ public final class FrameReader: Sendable {
         if e.dtype == .bool, let bad = firstInvalidBool(bytes, count: e.rawSize) {
             return "bool element \(bad) is neither 0 nor 1"
         }
-        if scalesNames.contains(e.name), e.dtype == .float32 {
+        if e.dtype == .float32, scalesNames.contains(e.name) {
             let s = bytes.assumingMemoryBound(to: Float.self)
             for i in 0..<(e.rawSize / 4) where !(s[i].isFinite && s[i] >= 0) {
                 return "scale \(i) is \(s[i]); scales are finite and not negative"

@@ -68,20 +68,19 @@ struct HeaderDecoder {
                 throw FormatError.headerInconsistent(path: path, reason: "tensor table entry \(i) is missing")
             }
             let name = cString(e.pointee.name)
-            let what = "tensor '\(name)'"
             guard index.updateValue(i, forKey: name) == nil else {
                 throw FormatError.headerInconsistent(path: path, reason: "two tensors are named '\(name)'")
             }
             let rawShape = int64s(e.pointee.shape, e.pointee.n_shape)
             guard let dtype = DType(rawValue: e.pointee.dtype) else {
-                throw FormatError.unknownDType(path: path, tensor: what, code: e.pointee.dtype)
+                throw FormatError.unknownDType(path: path, tensor: "tensor '\(name)'", code: e.pointee.dtype)
             }
             guard let codec = TensorEntryInfo.Codec(rawValue: Int32(bitPattern: e.pointee.codec.rawValue)) else {
                 throw FormatError.unknownCodec(path: path, tensor: name, code: Int32(bitPattern: e.pointee.codec.rawValue))
             }
-            let (shape, byteCount) = try checkShape(rawShape, dtype: dtype, what: what)
+            let (shape, byteCount) = try checkShape(rawShape, dtype: dtype, what: "tensor '\(name)'")
             guard e.pointee.raw_size == UInt64(byteCount) else {
-                throw FormatError.absurdShape(path: path, tensor: what, shape: rawShape,
+                throw FormatError.absurdShape(path: path, tensor: "tensor '\(name)'", shape: rawShape,
                                               reason: "its raw size is \(e.pointee.raw_size) bytes, the shape needs \(byteCount)")
             }
             let (end, overflow) = e.pointee.offset.addingReportingOverflow(e.pointee.compressed_size)
@@ -102,7 +101,7 @@ struct HeaderDecoder {
             var encoding: ValueEncoding?
             if e.pointee.value_dtype != 0 || e.pointee.scales.map({ $0.pointee != 0 }) == true {
                 guard let valueDType = DType(rawValue: e.pointee.value_dtype) else {
-                    throw FormatError.unknownDType(path: path, tensor: "the value of \(what)", code: e.pointee.value_dtype)
+                    throw FormatError.unknownDType(path: path, tensor: "the value of tensor '\(name)'", code: e.pointee.value_dtype)
                 }
                 let scales = cString(e.pointee.scales)
                 encoding = ValueEncoding(valueDType: valueDType, scales: scales.isEmpty ? nil : scales)
@@ -133,7 +132,7 @@ struct HeaderDecoder {
 
     /// Checks rank, signs and element count against the limits, without
     /// overflowing; returns the shape as `Int`s and the byte count.
-    private func checkShape(_ dims: [Int64], dtype: DType, what: String) throws -> ([Int], Int) {
+    private func checkShape(_ dims: [Int64], dtype: DType, what: @autoclosure () -> String) throws -> ([Int], Int) {
         guard dims.count <= limits.maxRank else {
             throw FormatError.limitExceeded(path: path, limit: "maxRank", value: UInt64(dims.count), maximum: limits.maxRank)
         }
@@ -142,11 +141,11 @@ struct HeaderDecoder {
         shape.reserveCapacity(dims.count)
         for d in dims {
             guard d >= 0 else {
-                throw FormatError.absurdShape(path: path, tensor: what, shape: dims, reason: "negative dimension \(d)")
+                throw FormatError.absurdShape(path: path, tensor: what(), shape: dims, reason: "negative dimension \(d)")
             }
             let (p, overflow) = count.multipliedReportingOverflow(by: Int(d))
             guard !overflow else {
-                throw FormatError.absurdShape(path: path, tensor: what, shape: dims, reason: "the element count overflows")
+                throw FormatError.absurdShape(path: path, tensor: what(), shape: dims, reason: "the element count overflows")
             }
             count = p
             shape.append(Int(d))
@@ -157,7 +156,7 @@ struct HeaderDecoder {
         }
         let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.size)
         guard !overflow else {
-            throw FormatError.absurdShape(path: path, tensor: what, shape: dims, reason: "the byte count overflows")
+            throw FormatError.absurdShape(path: path, tensor: what(), shape: dims, reason: "the byte count overflows")
         }
         return (shape, bytes)
     }

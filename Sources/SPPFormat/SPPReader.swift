@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CProtobuf
+import SPPProtobuf
 import CZstd
 import Foundation
 import SPPCore
@@ -203,12 +204,15 @@ public final class SPPReader: Sendable {
             throw FormatError.headerChecksumMismatch(path: path, stored: stored, computed: computed)
         }
 
+        // Unpacked into an arena, freed with it.
+        let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
+        var allocator = arena.protobufAllocator
         guard let model = bytes.withUnsafeBytes({ buf in
-            spp__model__unpack(nil, headerLength, buf.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            spp__model__unpack(&allocator, headerLength, buf.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }) else {
             throw FormatError.headerUndecodable(path: path, length: headerLength)
         }
-        defer { spp__model__free_unpacked(model, nil) }
         let dataOffset = SPPFormat.aligned(pre + headerLength + SPPFormat.checksumSize)!
         let decoded = try HeaderDecoder(path: path, limits: limits, formatVersion: version, flags: flags, dataOffset: dataOffset).decode(model)
 

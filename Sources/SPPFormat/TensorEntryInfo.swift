@@ -3,7 +3,9 @@ import SPPCore
 /// One row of a file's tensor table: what the tensor is and where its frame
 /// lies, known after reading the header alone. All sizes are validated
 /// against the file and the `FormatLimits` when the reader opens the file.
-public struct TensorEntryInfo: Sendable, Equatable {
+/// A class: a load passes each of its thousands of entries through several
+/// lists, and copying a struct of three reference-counted fields cost ~2 ms.
+public final class TensorEntryInfo: Sendable {
     /// How a frame is stored.
     public enum Codec: Int32, Sendable {
         /// The frame is the raw element bytes.
@@ -28,6 +30,12 @@ public struct TensorEntryInfo: Sendable, Equatable {
     /// Set when the stored elements stand for float32 values at a lower
     /// precision (checked against the table when the file is opened).
     public let encoding: ValueEncoding?
+
+    init(name: String, dtype: DType, shape: [Int], codec: Codec, fileOffset: Int, compressedSize: Int, rawSize: Int,
+         checksum: UInt64, encoding: ValueEncoding?) {
+        (self.name, self.dtype, self.shape, self.codec) = (name, dtype, shape, codec)
+        (self.fileOffset, self.compressedSize, self.rawSize, self.checksum, self.encoding) = (fileOffset, compressedSize, rawSize, checksum, encoding)
+    }
 
     /// The dtype the graph sees: float32 for an encoded entry, else `dtype`.
     public var valueDType: DType { encoding?.valueDType ?? dtype }

@@ -6,22 +6,50 @@ import Darwin
 import CProtobuf
 
 /// Owns the C memory behind a protobuf-c message tree while it is being built
-/// and packed; everything is freed together when the arena goes away. Why:
+/// and packed, or after it was unpacked; everything is freed together when the
+/// arena goes away. Why:
 /// protobuf-c messages are plain C structs of pointers, and tracking each
 /// allocation separately in Swift would be error-prone.
 public final class CArena {
     private var blocks: [UnsafeMutableRawPointer] = []
+    /// Free space at the end of the newest block.
+    private var next: UnsafeMutableRawPointer?
+    private var remaining = 0
+    /// Small allocations are carved out of blocks this large (a header unpacks
+    /// into tens of thousands of them: one malloc each was most of its time).
+    static let blockSize = 64 << 10
 
     public init() {}
 
     deinit { for b in blocks { free(b) } }
 
+    /// `byteCount` zeroed bytes, 16-byte aligned.
+    public func raw(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        let size = (max(byteCount, 1) + 15) & ~15
+        if size > remaining {
+            let large = size > Self.blockSize / 4
+            guard let block = calloc(1, large ? size : Self.blockSize) else { fatalError("out of memory allocating \(size) bytes") }
+            blocks.append(block)
+            // A large one gets a block of its own; the current block keeps its space.
+            if large { return block }
+            (next, remaining) = (block, Self.blockSize)
+        }
+        let p = next!
+        (next, remaining) = (p + size, remaining - size)
+        return p
+    }
+
     /// `count` zeroed values of `T`.
     public func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
-        let bytes = max(1, count) * MemoryLayout<T>.stride
-        guard let raw = calloc(1, bytes) else { fatalError("out of memory allocating \(bytes) bytes") }
-        blocks.append(raw)
-        return raw.bindMemory(to: T.self, capacity: max(1, count))
+        raw(max(1, count) * MemoryLayout<T>.stride).bindMemory(to: T.self, capacity: max(1, count))
+    }
+
+    /// A protobuf-c allocator that draws from the arena and never frees: what an
+    /// `unpack` through it makes is freed with the arena (not `free_unpacked`).
+    /// Valid while the arena is.
+    public var protobufAllocator: ProtobufCAllocator {
+        ProtobufCAllocator(alloc: { data, size in Unmanaged<CArena>.fromOpaque(data!)._withUnsafeGuaranteedRef { $0.raw(size) } },
+                           free: { _, _ in }, allocator_data: Unmanaged.passUnretained(self).toOpaque())
     }
 
     /// A message of type `T`, initialised by protobuf-c's `init` function.
