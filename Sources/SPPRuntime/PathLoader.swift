@@ -275,7 +275,7 @@ public enum PathLoader {
                 }
             }
         }
-        clock.lap("repair")
+        clock.lap("assemble")
         return Loaded(graph: graph, int8Weights: int8Weights, packed: packedWeights, bytesRead: decoder.bytesRead,
                       bytesDecoded: decoder.bytesDecoded, stages: clock.stages)
     }
