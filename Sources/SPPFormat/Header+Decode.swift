@@ -68,19 +68,21 @@ struct HeaderDecoder {
                 throw FormatError.headerInconsistent(path: path, reason: "tensor table entry \(i) is missing")
             }
             let name = cString(e.pointee.name)
+            // Built only for an error.
+            let what = { "tensor '\(name)'" }
             guard index.updateValue(i, forKey: name) == nil else {
                 throw FormatError.headerInconsistent(path: path, reason: "two tensors are named '\(name)'")
             }
             let rawShape = int64s(e.pointee.shape, e.pointee.n_shape)
             guard let dtype = DType(rawValue: e.pointee.dtype) else {
-                throw FormatError.unknownDType(path: path, tensor: "tensor '\(name)'", code: e.pointee.dtype)
+                throw FormatError.unknownDType(path: path, tensor: what(), code: e.pointee.dtype)
             }
             guard let codec = TensorEntryInfo.Codec(rawValue: Int32(bitPattern: e.pointee.codec.rawValue)) else {
                 throw FormatError.unknownCodec(path: path, tensor: name, code: Int32(bitPattern: e.pointee.codec.rawValue))
             }
-            let (shape, byteCount) = try checkShape(rawShape, dtype: dtype, what: "tensor '\(name)'")
+            let (shape, byteCount) = try checkShape(rawShape, dtype: dtype, what: what())
             guard e.pointee.raw_size == UInt64(byteCount) else {
-                throw FormatError.absurdShape(path: path, tensor: "tensor '\(name)'", shape: rawShape,
+                throw FormatError.absurdShape(path: path, tensor: what(), shape: rawShape,
                                               reason: "its raw size is \(e.pointee.raw_size) bytes, the shape needs \(byteCount)")
             }
             let (end, overflow) = e.pointee.offset.addingReportingOverflow(e.pointee.compressed_size)
@@ -101,7 +103,7 @@ struct HeaderDecoder {
             var encoding: ValueEncoding?
             if e.pointee.value_dtype != 0 || e.pointee.scales.map({ $0.pointee != 0 }) == true {
                 guard let valueDType = DType(rawValue: e.pointee.value_dtype) else {
-                    throw FormatError.unknownDType(path: path, tensor: "the value of tensor '\(name)'", code: e.pointee.value_dtype)
+                    throw FormatError.unknownDType(path: path, tensor: "the value of \(what())", code: e.pointee.value_dtype)
                 }
                 let scales = cString(e.pointee.scales)
                 encoding = ValueEncoding(valueDType: valueDType, scales: scales.isEmpty ? nil : scales)

@@ -25,10 +25,16 @@ public final class CArena {
 
     /// `byteCount` zeroed bytes, 16-byte aligned.
     public func raw(_ byteCount: Int) -> UnsafeMutableRawPointer {
+        guard let p = carve(byteCount) else { fatalError("out of memory allocating \(byteCount) bytes") }
+        return p
+    }
+
+    /// `raw`, or nil when memory runs out.
+    private func carve(_ byteCount: Int) -> UnsafeMutableRawPointer? {
         let size = (max(byteCount, 1) + 15) & ~15
         if size > remaining {
             let large = size > Self.blockSize / 4
-            guard let block = calloc(1, large ? size : Self.blockSize) else { fatalError("out of memory allocating \(size) bytes") }
+            guard let block = calloc(1, large ? size : Self.blockSize) else { return nil }
             blocks.append(block)
             // A large one gets a block of its own; the current block keeps its space.
             if large { return block }
@@ -45,10 +51,10 @@ public final class CArena {
     }
 
     /// A protobuf-c allocator that draws from the arena and never frees: what an
-    /// `unpack` through it makes is freed with the arena (not `free_unpacked`).
-    /// Valid while the arena is.
+    /// `unpack` through it makes is freed with the arena (not `free_unpacked`); out
+    /// of memory, the unpack fails. Valid while the arena is.
     public var protobufAllocator: ProtobufCAllocator {
-        ProtobufCAllocator(alloc: { data, size in Unmanaged<CArena>.fromOpaque(data!)._withUnsafeGuaranteedRef { $0.raw(size) } },
+        ProtobufCAllocator(alloc: { data, size in Unmanaged<CArena>.fromOpaque(data!).takeUnretainedValue().carve(size) },
                            free: { _, _ in }, allocator_data: Unmanaged.passUnretained(self).toOpaque())
     }
 

@@ -39,12 +39,14 @@ public enum PathLoader {
         public var graph: Graph
         /// GEMM weights the file stores in int8 outside the pairs, kept so when loading for int8 weights.
         public var int8Weights: [String: Int8Weight]
-        /// The pairs' int8 GEMM weights, packed for the int8 kernels as they were read.
+        /// The pairs' int8 GEMM weights, packed for the int8 kernels as they were read,
+        /// and refit W2s quantized after their refit.
         public var packed: PackedInt8Weights
         /// Stored (compressed) bytes read, and the bytes they decompressed to.
         public var bytesRead: Int
         public var bytesDecoded: Int
-        /// Seconds spent planning the reads, reading and decoding (packing int8 weights), and refitting feed-forward blocks.
+        /// Seconds spent planning the reads (`plan`), reading and decoding them, packing int8 weights
+        /// and refitting feed-forward blocks (`decode`), and putting the weights in the graph (`assemble`).
         public var stages: [(stage: String, seconds: Double)]
     }
 
@@ -62,8 +64,9 @@ public enum PathLoader {
     /// `repair`: refit pruned feed-forward blocks where the file stores what that needs (`FeedForwardRepair`).
     /// `weights`: with `.int8`, weights the file stores in int8 stay int8: the pairs' packed
     /// for the int8 kernels as they are read (`packed`; rows that cannot be are read as
-    /// float32 and quantized by the program), whole tensors as stored (`int8Weights`);
-    /// otherwise every stored precision is expanded to float32.
+    /// float32 and quantized by the program), whole tensors as stored (`int8Weights`),
+    /// and a refit W2 is quantized here as the program would; otherwise every stored
+    /// precision is expanded to float32.
     /// `threads`: threads that read, decompress and pack (0: one per core).
     public static func load(_ reader: SPPReader, keep: Double, repair: Bool = true, weights: WeightPrecision = .fp32,
                             threads: Int = 0) throws -> Loaded {
@@ -188,38 +191,44 @@ public enum PathLoader {
         defer { refitBuffers.releaseFree() }
         let refitTasks = refits.map { p, tensors, offsetEntry, b2Entry, entries in
             let n = counts[p]
-            // The first refit leads: its product pays for oneDNN's one-time GEMM setup (~25 ms on
+            // The first refit leads: its product pays for oneDNN's one-time GEMM setup (~24 ms on
             // one thread; a second refit would wait for it) while the other threads read; the rest trail.
             return TensorDecoder.Task(entries: entries, order: p == refits.first?.pair ? .lead : .trail) { decoder, buffers in
-              try BufferPool.$current.withValue(refitBuffers) {
-                var rows: [String: Tensor] = [:]
-                for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
-                    let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
-                    try unit.read(decoder, buffers)
-                    rows[t.role] = unit.values!
-                }
-                func whole(_ e: TensorEntryInfo) throws -> Tensor {
+                func readWhole(_ e: TensorEntryInfo) throws -> Tensor {
                     let t = Tensor(dtype: e.valueDType, shape: e.shape)
                     try decoder.decode(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: true, destination: t.rawPointer),
                                        buffers: buffers)
                     return t
                 }
-                // Present: checked when planning.
-                let factor = try inverseFactor(reader, tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }!, count: n,
-                                               diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
-                let (w2, b2) = try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
-                                                           mean: rows[FeedForwardRepair.Role.mean]!, offset: whole(offsetEntry), b2: whole(b2Entry))
-                // Int8 runs quantize it here, on the load's threads, as the program would.
-                guard weights == .int8, w2.shape[0] <= QuantizedMatrix.maximumRows else {
-                    refitted[p] = Refitted(w2: w2, b2: b2)
+                let (rows, factor, offset, b2) = try BufferPool.$current.withValue(refitBuffers) {
+                    var rows: [String: Tensor] = [:]
+                    for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
+                        let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
+                        try unit.read(decoder, buffers)
+                        rows[t.role] = unit.values!
+                    }
+                    // Present: checked when planning.
+                    let factor = try inverseFactor(reader, tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }!, count: n,
+                                                   diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
+                    return (rows, factor, try readWhole(offsetEntry), try readWhole(b2Entry))
+                }
+                func refit() throws -> (w2: Tensor, b2: Tensor) {
+                    try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
+                                                mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2)
+                }
+                // A float32 W2 is kept: in memory of its own (a shared buffer may be larger, its pages resident).
+                guard weights == .int8, n <= QuantizedMatrix.maximumRows else {
+                    let (w2, bias) = try refit()
+                    refitted[p] = Refitted(w2: .float(w2), b2: bias)
                     return
                 }
+                // Int8 runs quantize it here, on the load's threads, as the program would.
+                let (w2, bias) = try BufferPool.$current.withValue(refitBuffers) { try refit() }
                 do {
-                    refitted[p] = Refitted(w2: nil, int8: try QuantizedMatrix(quantizing: w2), b2: b2)
+                    refitted[p] = Refitted(w2: .int8(try QuantizedMatrix(quantizing: w2)), b2: bias)
                 } catch let e as KernelError {
                     throw RuntimeError.corruptPath("refit W2 of FFN node '\(path.pairs[p].node)': \(e.description)")
                 }
-              }
             }
         }
 
@@ -256,8 +265,10 @@ public enum PathLoader {
             var values = pairRows[p].compactMapValues(\.values)
             if let refit = refitted[p] {
                 // Feed-forward units keep their order, so the refit W2 is already in the node's layout.
-                values["w2"] = refit.w2
-                if let w2 = refit.int8 {
+                switch refit.w2 {
+                case let .float(w2):
+                    values["w2"] = w2
+                case let .int8(w2):
                     packedWeights.matrices[node.inputs[3]] = w2
                     packedWeights.shapes[node.inputs[3]] = [w2.rows, w2.columns]
                 }
@@ -280,11 +291,14 @@ public enum PathLoader {
                       bytesDecoded: decoder.bytesDecoded, stages: clock.stages)
     }
 
-    /// A refit feed-forward block: W2 in float32, or int8 for int8 runs, and b2.
+    /// A refit feed-forward block: its W2 (float32, or int8 for int8 runs) and b2.
     struct Refitted {
-        var w2: Tensor?
-        var int8: QuantizedMatrix?
-        var b2: Tensor
+        enum W2 {
+            case float(Tensor)
+            case int8(QuantizedMatrix)
+        }
+        let w2: W2
+        let b2: Tensor
     }
 
     /// M_SS [k, k] of the repair (see `FeedForwardRepair`): the first `k` rows of the int8 chunks,

@@ -173,7 +173,7 @@ import SPPTools
         #expect(dequantized.weights == .fp32)
         let expanded = try PathLoader.load(SPPReader(path: f.paths[.int8]!), keep: 1, weights: .fp32).graph
         #expect(try dequantized.run(f.inputs)["last_hidden_state"]!.floats == Model(graph: expanded).run(f.inputs)["last_hidden_state"]!.floats)
-        // Below keep 1 the refit W2 is float32 and is quantized at load, like the rest stays int8.
+        // Below keep 1 the refit W2 (computed in float32) is quantized by the loader, like the rest stays int8.
         let half = try Model(path: f.paths[.int8]!, keep: 0.5)
         #expect(half.program.releasedConstants.count == stored.program.releasedConstants.count)
         // There the int8 kernels run the rows packed as read (units grouped by head, ragged): close to
@@ -182,6 +182,12 @@ import SPPTools
         let e = normalisedError(try half.run(f.inputs)["last_hidden_state"]!, try halfFloat.run(f.inputs)["last_hidden_state"]!)
         #expect(e < 0.06, "int8 keep 0.5 against its float32 weights: \(e)")
         #expect(e > 0, "int8 keep 0.5 ran in float32")
+        // The loader quantizes the refit W2 as the program would: a float32 file run in int8 at keep 0.5
+        // gives, bit for bit, what the program makes of the same graph loaded in float32.
+        let quantizedByLoader = try Model(path: f.paths[.fp32]!, keep: 0.5, options: RuntimeOptions(weights: .int8))
+        let loadedFloat = try PathLoader.load(SPPReader(path: f.paths[.fp32]!), keep: 0.5, weights: .fp32).graph
+        let quantizedByProgram = try Model(graph: loadedFloat, options: RuntimeOptions(weights: .int8))
+        #expect(try quantizedByLoader.run(f.inputs)["last_hidden_state"]!.floats == quantizedByProgram.run(f.inputs)["last_hidden_state"]!.floats)
     }
 
     @Test func encodedFilesAreNotEncodedAgain() throws {
