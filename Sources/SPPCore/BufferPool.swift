@@ -31,6 +31,8 @@ public final class BufferPool: Sendable {
         var runs = 0
         /// Bytes of all buffers the pool made and has not freed (free or taken).
         var held = 0
+        /// Bytes asked for of the buffers taken now, and their peak since `resetPeak`.
+        var live = 0, peakLive = 0
     }
 
     private let state = Mutex(State())
@@ -43,6 +45,14 @@ public final class BufferPool: Sendable {
 
     /// Bytes the pool holds: free buffers and those taken.
     public var heldBytes: Int { state.withLock { $0.held } }
+
+    /// The most bytes taken at once (as asked for, whatever the buffers' capacity) since `resetPeak`.
+    public var peakLiveBytes: Int { state.withLock { $0.peakLive } }
+
+    /// Starts `peakLiveBytes` again from what is taken now.
+    public func resetPeak() {
+        state.withLock { $0.peakLive = $0.live }
+    }
 
     /// Runs `body` with this pool current, then frees the buffers the run did not take.
     public func run<R>(_ body: () throws -> R) rethrows -> R {
@@ -59,6 +69,8 @@ public final class BufferPool: Sendable {
     /// new one. Returns it with its capacity.
     func take(_ byteCount: Int) -> (bytes: UnsafeMutableRawPointer, capacity: Int) {
         let reused: Buffer? = state.withLock { s in
+            s.live += byteCount
+            s.peakLive = max(s.peakLive, s.live)
             guard let i = s.free.firstIndex(where: { $0.capacity >= byteCount }) else { return nil }
             var b = s.free.remove(at: i)
             b.run = s.runs
@@ -79,10 +91,11 @@ public final class BufferPool: Sendable {
         return byteCount <= power / 4 * 3 ? power / 4 * 3 : power
     }
 
-    /// Takes back a buffer from `take`, dated to the latest run (it may be an output
-    /// the caller held past its own run).
-    func give(_ bytes: UnsafeMutableRawPointer, capacity: Int) {
+    /// Takes back a buffer from `take` (asked for `byteCount`), dated to the latest run
+    /// (it may be an output the caller held past its own run).
+    func give(_ bytes: UnsafeMutableRawPointer, capacity: Int, byteCount: Int) {
         state.withLock { s in
+            s.live -= byteCount
             let b = Buffer(bytes: bytes, capacity: capacity, run: s.runs)
             let i = s.free.firstIndex { $0.capacity >= capacity } ?? s.free.endIndex
             s.free.insert(b, at: i)

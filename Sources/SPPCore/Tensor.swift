@@ -20,7 +20,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
-        if let pool { pool.give(bytes, capacity: capacity) } else { bytes.deallocate() }
+        if let pool { pool.give(bytes, capacity: capacity, byteCount: byteCount) } else { bytes.deallocate() }
     }
 }
 

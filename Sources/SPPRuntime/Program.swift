@@ -184,10 +184,15 @@ public final class Program: @unchecked Sendable {
     /// plus any intermediate values named in `retaining` (calibration captures
     /// what each block sees this way).
     /// With `profile`, each kernel's time is added to its op type; with `activations`,
-    /// the bytes of intermediate values alive at once are measured.
+    /// the bytes of intermediate values and kernel scratch alive at once are measured.
     public func run(_ inputs: [String: Tensor], retaining: Set<String> = [], profile: OpProfile? = nil,
                     activations: ActivationMeter? = nil) throws -> [String: Tensor] {
-        try buffers.run { try execute(inputs, retaining: retaining, profile: profile, activations: activations) }
+        if let activations {
+            buffers.resetPeak()
+            defer { activations.observe(poolPeak: buffers.peakLiveBytes) }
+            return try buffers.run { try execute(inputs, retaining: retaining, profile: profile, activations: activations) }
+        }
+        return try buffers.run { try execute(inputs, retaining: retaining, profile: profile, activations: nil) }
     }
 
     private func execute(_ inputs: [String: Tensor], retaining: Set<String>, profile: OpProfile?,
@@ -239,14 +244,16 @@ public final class Program: @unchecked Sendable {
         }
     }
 
-    /// The peak bytes of intermediate values alive at once over runs (`spp bench`):
-    /// after each step (its inputs not yet released, its outputs stored), the
-    /// distinct buffers behind live values other than constants and graph inputs
-    /// — views such as a Reshape share their buffer and count once. Scratch
-    /// memory inside kernels is not a value and is not counted.
+    /// The peak bytes of activations alive at once over runs (`spp bench`): the
+    /// most the run's buffer pool lent at once (bytes asked for: intermediate values
+    /// and kernel scratch — a fused block's hidden layer, its scores — of 16 KB and
+    /// more), or, if more, the intermediate values alone after each step (the
+    /// distinct buffers behind live values other than constants and graph inputs:
+    /// views such as a Reshape share their buffer and count once).
     public final class ActivationMeter: @unchecked Sendable {
         public private(set) var peakBytes = 0
         public init() {}
+        func observe(poolPeak: Int) { peakBytes = max(peakBytes, poolPeak) }
         func observe(_ values: [Tensor?], excluding: Set<ObjectIdentifier>) {
             var seen = Set<ObjectIdentifier>()
             var bytes = 0

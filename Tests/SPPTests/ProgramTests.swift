@@ -54,6 +54,20 @@ import SPPGraph
         #expect(second["out"]!.floats == Self.relu(x2) && second["b"]!.floats == Self.relu(x2).map { -$0 })
     }
 
+    @Test func theActivationMeterCountsWhatThePoolLentAtOnce() throws {
+        let program = try Program(graph: Self.chain)
+        // x → a → b → out, 100 rows of 128 floats (51,200 bytes, a 65,536-byte buffer each): at
+        // most two of them live at once (a step's input and output), counted as asked for.
+        let meter = Program.ActivationMeter()
+        let outputs = try program.run(["x": Self.input(rows: 100, seed: 0)], activations: meter)
+        #expect(meter.peakBytes == 2 * 100 * 128 * 4)
+        // A peak starts again from what is still lent: the outputs the caller holds.
+        let pool = program.buffers
+        pool.resetPeak()
+        #expect(pool.peakLiveBytes == 2 * 100 * 128 * 4, "b and out are still the caller's")
+        withExtendedLifetime(outputs) {}
+    }
+
     @Test func aRunFreesThePoolBuffersItDidNotTake() throws {
         let program = try Program(graph: Self.chain)
         _ = try program.run(["x": Self.input(rows: 512, seed: 0)])
