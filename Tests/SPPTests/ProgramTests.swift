@@ -1,6 +1,8 @@
 import Dispatch
+import Foundation
 import Synchronization
 import Testing
+import SPPFormat
 import SPPCore
 import SPPGraph
 @testable import SPPRuntime
@@ -66,6 +68,25 @@ import SPPGraph
         pool.resetPeak()
         #expect(pool.peakLiveBytes == 2 * 100 * 128 * 4, "b and out are still the caller's")
         withExtendedLifetime(outputs) {}
+    }
+
+    @Test func loadTasksStartLeadFirstThenLargestFirstThenTrail() throws {
+        var graph = Self.chain
+        for n in [10, 40, 20, 30] { graph.initializers["c\(n)"] = Tensor([Float](repeating: 1, count: n), shape: [n]) }
+        let dir = TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("m.spp").path
+        try SPPWriter.write(SPPModel(graph: graph, provenance: Provenance()), to: file)
+        let reader = try SPPReader(path: file)
+        let started = Mutex<[String]>([])
+        func task(_ name: String, _ order: TensorDecoder.Task.Order) throws -> TensorDecoder.Task {
+            let e = try #require(reader.entry(named: name))
+            return TensorDecoder.Task(entries: [e], order: order) { _, _ in started.withLock { $0.append(name) } }
+        }
+        // One thread takes them one at a time, in the order the run starts them.
+        var decoder = TensorDecoder(reader: reader, threads: 1)
+        try decoder.run([task("c10", .trail), task("c20", .bySize), task("c30", .lead), task("c40", .bySize)])
+        #expect(started.withLock { $0 } == ["c30", "c40", "c20", "c10"])
     }
 
     @Test func aRunFreesThePoolBuffersItDidNotTake() throws {
