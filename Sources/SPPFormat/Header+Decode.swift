@@ -15,6 +15,8 @@ struct DecodedHeader {
     /// Position of each entry in `entries`, by name.
     var index: [String: Int]
     var dataSize: Int
+    /// Where the data section starts.
+    var dataOffset: Int
 }
 
 /// Turns an unpacked protobuf-c `spp.Model` into Swift values, validating every
@@ -48,7 +50,7 @@ struct HeaderDecoder {
         let costTable = Self.values(m.pointee.cost_table, m.pointee.n_cost_table).compactMap { $0.map { decodeCost($0) } }
         let lookupTables = try Self.values(m.pointee.lookup_tables, m.pointee.n_lookup_tables).compactMap { try $0.map { try decodeLookupTable($0) } }
         return DecodedHeader(graph: graph, provenance: provenance, pruningPath: pruningPath, costTable: costTable,
-                             lookupTables: lookupTables, entries: entries, index: index, dataSize: dataSize)
+                             lookupTables: lookupTables, entries: entries, index: index, dataSize: dataSize, dataOffset: dataOffset)
     }
 
     // MARK: tensor table

@@ -41,6 +41,8 @@ public final class SPPReader: Sendable {
     public let tensorEntries: [TensorEntryInfo]
     /// Absolute offset of the data section.
     public let dataOffset: Int
+    /// Entries some encoded entry names as its scales.
+    public let scalesNames: Set<String>
 
     /// Reads the tensors' frames: what a loaded model keeps to read more later
     /// (lookup-table rows) without the header's tables.
@@ -56,7 +58,7 @@ public final class SPPReader: Sendable {
         self.limits = limits
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FormatError.readFailed(path: path, reason: FileIO.lastError) }
-        let fileSize: Int, version: UInt32, header: Header
+        let fileSize: Int, version: UInt32, header: DecodedHeader
         do {
             var st = stat()
             guard fstat(fd, &st) == 0 else { throw FormatError.readFailed(path: path, reason: FileIO.lastError) }
@@ -68,7 +70,8 @@ public final class SPPReader: Sendable {
             throw error
         }
         // From here the frame reader owns the descriptor (closed with it).
-        frames = FrameReader(path: path, fd: fd, scalesNames: Set(header.entries.compactMap { $0.encoding?.scales }))
+        scalesNames = Set(header.entries.compactMap { $0.encoding?.scales })
+        frames = FrameReader(path: path, fd: fd, scalesNames: scalesNames)
         self.fileSize = fileSize
         formatVersion = version
         graphStructure = header.graph
@@ -140,20 +143,9 @@ public final class SPPReader: Sendable {
 
     // MARK: header
 
-    private struct Header {
-        var graph: Graph
-        var provenance: Provenance
-        var pruningPath: PruningPath?
-        var costTable: [CostLevel]
-        var lookupTables: [LookupTable]
-        var entries: [TensorEntryInfo]
-        var index: [String: Int]
-        var dataOffset: Int
-    }
-
     /// Reads and checks the preamble and the header, then checks that the data
     /// section the header describes is all there.
-    private static func readHeader(fd: Int32, path: String, fileSize: Int, limits: FormatLimits) throws -> (UInt32, Header) {
+    private static func readHeader(fd: Int32, path: String, fileSize: Int, limits: FormatLimits) throws -> (UInt32, DecodedHeader) {
         let pre = SPPFormat.preambleSize
         var preamble = [UInt8](repeating: 0, count: pre)
         let got = try preamble.withUnsafeMutableBytes { try FileIO.pread(fd, $0.baseAddress!, count: pre, at: 0, path: path) }
@@ -231,9 +223,7 @@ public final class SPPReader: Sendable {
                                         expected: overflow ? Int.max : end - min(dataOffset, fileSize),
                                         available: max(0, fileSize - dataOffset))
         }
-        return (version, Header(graph: decoded.graph, provenance: decoded.provenance, pruningPath: decoded.pruningPath,
-                               costTable: decoded.costTable, lookupTables: decoded.lookupTables,
-                               entries: decoded.entries, index: decoded.index, dataOffset: dataOffset))
+        return (version, decoded)
     }
 }
 

@@ -86,8 +86,7 @@ public enum GroupAllocation {
             case .queryKey, .valueOutput:
                 let a = try group.node.attentionAttributes()
                 let ranks = group.kind == .queryKey ? a.qkRanks : a.voRanks
-                var offset = 0
-                let perHead = ranks.map { r in defer { offset += r }; return Array(unitScore[offset..<(offset + r)]) }
+                let perHead = UnitScores.perHead(unitScore, ranks: ranks)
                 if group.kind == .queryKey { out.queryKey[group.node.name] = perHead } else { out.valueOutput[group.node.name] = perHead }
             }
         }

@@ -12,6 +12,15 @@ public struct UnitScores: Sendable {
     /// node → score of each hidden neuron.
     public var feedForward: [String: [Double]] = [:]
     public init() {}
+
+    /// `flat`, the scores of a node's directions head after head, split by head (`ranks`).
+    static func perHead<C: Collection<Double>>(_ flat: C, ranks: [Int]) -> [[Double]] {
+        var rest = flat[...]
+        return ranks.map { r in
+            defer { rest = rest.dropFirst(r) }
+            return Array(rest.prefix(r))
+        }
+    }
 }
 
 /// Turns unit scores into the stored path: a global rank for every unit, each

@@ -11,6 +11,7 @@ public enum RotateAttention {
         public var valueOutput: [String: [[Double]]] = [:]
     }
 
+    @discardableResult
     public static func apply(_ graph: inout Graph, statistics: BlockStatistics) throws -> Strengths {
         var strengths = Strengths()
         for node in graph.nodes where node.op == .attention {

@@ -1,5 +1,4 @@
 import CKernels
-import Dispatch
 import Foundation
 import SPPKernels
 
@@ -17,15 +16,8 @@ extension AttentionProblem {
     func queryKeyRemovalLosses(threads: Int) -> [Double] {
         let items = (0..<heads).filter { qkRanks[$0] > 0 && voRanks[$0] > 0 }
         var perHead = [[Double]](repeating: [], count: heads)
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, items.count))) { worker in
-            for index in stride(from: worker, to: items.count, by: max(1, min(threads, items.count))) {
-                let h = items[index]
-                let losses = headRemovalLosses(h)
-                lock.lock()
-                perHead[h] = losses
-                lock.unlock()
-            }
+        perHead.withUnsafeMutableBufferPointer { slots in
+            Parallel.forEachItem(items.count, threads: threads) { i, _ in slots[items[i]] = headRemovalLosses(items[i]) }
         }
         let tokens = Double(max(self.tokens, 1))
         return (0..<heads).flatMap { h in perHead[h].isEmpty ? [Double](repeating: 0, count: qkRanks[h]) : perHead[h].map { $0 / tokens } }
@@ -97,8 +89,8 @@ extension SolutionPath.Prepared {
                 scores.feedForward[node] = loss.diagonal
             case let .attention(node, p):
                 let qk = p.queryKeyRemovalLosses(threads: threads), vo = p.voQuadratic.diagonal
-                scores.queryKey[node] = (0..<p.heads).map { h in Array(qk[p.qkOffsets[h]..<(p.qkOffsets[h] + p.qkRanks[h])]) }
-                scores.valueOutput[node] = (0..<p.heads).map { h in Array(vo[p.voOffsets[h]..<(p.voOffsets[h] + p.voRanks[h])]) }
+                scores.queryKey[node] = UnitScores.perHead(qk, ranks: p.qkRanks)
+                scores.valueOutput[node] = UnitScores.perHead(vo, ranks: p.voRanks)
             }
         }
         return scores

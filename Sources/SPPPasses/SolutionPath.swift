@@ -133,7 +133,11 @@ public enum SolutionPath {
     public static func run(graph: Graph, batches: [[String: Tensor]], options: Options = .init(),
                            progress: (Progress) -> Void = { _ in }) throws -> Result {
         let start = Date()
-        let prepared = try prepare(graph: graph, batches: batches, options: options) { progress($0) }
+        let prepared = try prepare(graph: graph, batches: batches, options: options) { p in
+            var p = p
+            p.fraction *= captureShare
+            progress(p)
+        }
         var result = try prepared.solve(options: options) { p in
             var p = p
             p.elapsed += prepared.seconds
@@ -192,14 +196,15 @@ public enum SolutionPath {
     }
 
     /// The capture is a dense forward pass: counted as this share of the work in progress reports.
-    public static let captureShare = 0.1
+    static let captureShare = 0.1
 
-    /// Captures every fused block's loss on `batches` (see `Prepared`).
+    /// Captures every fused block's loss on `batches` (see `Prepared`); progress
+    /// fractions are of the capture.
     public static func prepare(graph: Graph, batches: [[String: Tensor]], options: Options = .init(),
                                progress: (Progress) -> Void = { _ in }) throws -> Prepared {
         let start = Date()
         let blocks = try capture(graph: graph, batches: batches, options: options) { done, total in
-            let f = captureShare * Double(done) / Double(max(total, 1))
+            let f = Double(done) / Double(max(total, 1))
             progress(Progress(stage: .capture, fraction: f, elapsed: Date().timeIntervalSince(start), eta: nil, entered: 0, units: 0))
         }
         return Prepared(blocks: blocks, seconds: Date().timeIntervalSince(start))
@@ -255,10 +260,8 @@ public enum SolutionPath {
             case .feedForward:
                 scores.feedForward[s.node] = score
             case let .attention(_, p):
-                scores.queryKey[s.node] = (0..<p.heads).map { h in Array(score[p.qkOffsets[h]..<(p.qkOffsets[h] + p.qkRanks[h])]) }
-                scores.valueOutput[s.node] = (0..<p.heads).map { h in
-                    Array(score[(p.qkWidth + p.voOffsets[h])..<(p.qkWidth + p.voOffsets[h] + p.voRanks[h])])
-                }
+                scores.queryKey[s.node] = UnitScores.perHead(score.prefix(p.qkWidth), ranks: p.qkRanks)
+                scores.valueOutput[s.node] = UnitScores.perHead(score.dropFirst(p.qkWidth), ranks: p.voRanks)
             }
         }
         return Result(scores: scores, entries: entries, trace: trace, normaliser: normaliser, blockScale: blockScale, seconds: (0, 0))

@@ -23,13 +23,7 @@ public final class CArena {
 
     deinit { for b in blocks { free(b) } }
 
-    /// `byteCount` zeroed bytes, 16-byte aligned.
-    public func raw(_ byteCount: Int) -> UnsafeMutableRawPointer {
-        guard let p = carve(byteCount) else { fatalError("out of memory allocating \(byteCount) bytes") }
-        return p
-    }
-
-    /// `raw`, or nil when memory runs out.
+    /// `byteCount` zeroed bytes, 16-byte aligned; nil when memory runs out.
     private func carve(_ byteCount: Int) -> UnsafeMutableRawPointer? {
         let size = (max(byteCount, 1) + 15) & ~15
         if size > remaining {
@@ -47,7 +41,9 @@ public final class CArena {
 
     /// `count` zeroed values of `T`.
     public func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
-        raw(max(1, count) * MemoryLayout<T>.stride).bindMemory(to: T.self, capacity: max(1, count))
+        let bytes = max(1, count) * MemoryLayout<T>.stride
+        guard let p = carve(bytes) else { fatalError("out of memory allocating \(bytes) bytes") }
+        return p.bindMemory(to: T.self, capacity: max(1, count))
     }
 
     /// A protobuf-c allocator that draws from the arena and never frees: what an

@@ -13,7 +13,7 @@ struct KernelWeights {
     /// Bytes of what the kernel holds, as counted by `hold` and `constant`.
     private(set) var heldBytes = 0
 
-    init(constants: [String: Tensor], int8: [String: Int8Weight], packed: PackedInt8Weights = .init()) {
+    init(constants: [String: Tensor], int8: [String: Int8Weight], packed: PackedInt8Weights) {
         self.constants = constants
         self.int8 = int8
         self.packed = packed

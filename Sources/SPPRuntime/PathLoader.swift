@@ -78,7 +78,6 @@ public enum PathLoader {
         var graph = reader.graphStructure
         var int8Weights: [String: Int8Weight] = [:]
         let chunkNames = Set(path.pairs.flatMap { $0.tensors.flatMap(\.chunks) } + reader.lookupTables.flatMap(\.chunks))
-        let scalesNames = Set(reader.tensorEntries.compactMap { $0.encoding?.scales })
         // The repair's offsets are read with its rows, only when refitting.
         let repairNames = Set(path.pairs.filter { $0.kind == .feedForward }.map { FeedForwardRepair.offsetName($0.node) })
 
@@ -152,7 +151,7 @@ public enum PathLoader {
         // Whole constants, but for the b2 of refit blocks.
         let refitBiases = Set(refits.map(\.b2.name))
         let whole = reader.tensorEntries.filter {
-            !chunkNames.contains($0.name) && !scalesNames.contains($0.name) && !repairNames.contains($0.name) && !refitBiases.contains($0.name)
+            !chunkNames.contains($0.name) && !reader.scalesNames.contains($0.name) && !repairNames.contains($0.name) && !refitBiases.contains($0.name)
         }
         let wholeInt8 = whole.map { weights == .int8 && $0.dtype == .int8 && $0.encoding != nil }
         let wholeTensors = zip(whole, wholeInt8).map { e, int8 in Tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }

@@ -187,12 +187,9 @@ public final class Program: @unchecked Sendable {
     /// the bytes of intermediate values and kernel scratch alive at once are measured.
     public func run(_ inputs: [String: Tensor], retaining: Set<String> = [], profile: OpProfile? = nil,
                     activations: ActivationMeter? = nil) throws -> [String: Tensor] {
-        if let activations {
-            buffers.resetPeak()
-            defer { activations.observe(poolPeak: buffers.peakLiveBytes) }
-            return try buffers.run { try execute(inputs, retaining: retaining, profile: profile, activations: activations) }
-        }
-        return try buffers.run { try execute(inputs, retaining: retaining, profile: profile, activations: nil) }
+        if activations != nil { buffers.resetPeak() }
+        defer { activations?.observe(poolPeak: buffers.peakLiveBytes) }
+        return try buffers.run { try execute(inputs, retaining: retaining, profile: profile, activations: activations) }
     }
 
     private func execute(_ inputs: [String: Tensor], retaining: Set<String>, profile: OpProfile?,

@@ -18,7 +18,8 @@ struct UnitRows {
     /// float32 values in `layout` (unit-major without one), filled by `read`; nil
     /// for int8 rows, which `Int8Pack` reads instead.
     let values: Tensor?
-    let int8: Bool
+    /// Rows kept int8 (read by `Int8Pack`).
+    var int8: Bool { values == nil }
     /// For int8 rows with a scale per column: the scales all chunks share.
     let columnScales: String?
     let layout: Layout?
@@ -40,7 +41,7 @@ struct UnitRows {
             p.entry.encoding?.scales.flatMap { reader.entry(named: $0) }.flatMap { ValueEncoding.scaleAxis(scalesShape: $0.shape, for: p.entry.shape) }
         }
         let shared = axes.allSatisfy { $0 == 1 } && Set(scales).count == 1
-        int8 = wanted && !parts.isEmpty && parts.allSatisfy { $0.entry.dtype == .int8 } && (axes.allSatisfy { $0 == 0 } || shared)
+        let int8 = wanted && !parts.isEmpty && parts.allSatisfy { $0.entry.dtype == .int8 } && (axes.allSatisfy { $0 == 0 } || shared)
         columnScales = int8 && shared ? scales.first ?? nil : nil
         let dtype: DType = int8 ? .int8 : .float32
         for (e, _) in parts where (int8 ? e.dtype : e.valueDType) != dtype || Array(e.shape.dropFirst()) != rowShape {

@@ -170,28 +170,23 @@ extension Converter {
         case .magnitude:
             return (try UnitScoring.magnitude(graph), nil)
         case .svd:
-            let (batches, statistics, _) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
-            var nextQuarter = 1
+            let (batches, statistics) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
+            var quarters = Milestones(steps: 4)
             let prepared = try SolutionPath.prepare(graph: graph, batches: batches, options: options.path) { p in
-                let done = p.fraction / SolutionPath.captureShare
-                if done * 4 >= Double(nextQuarter) {
-                    while done * 4 >= Double(nextQuarter) { nextQuarter += 1 }
-                    progress(String(format: "unit losses: capture %.0f%%", 100 * done))
-                }
+                if quarters.passed(p.fraction) { progress(String(format: "unit losses: capture %.0f%%", 100 * p.fraction)) }
             }
             let scores = prepared.singleRemovalScores(threads: options.path.threads)
             stage("unit losses")
             return (try allocate(scores, graph: graph, batches: batches, statistics: statistics, progress: progress, stage: stage), statistics)
         case .spp:
-            let (batches, statistics, _) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
+            let (batches, statistics) = try calibrateAndRotate(&graph, progress: progress, stage: stage)
             // On a terminal the line rewrites itself; otherwise a line about every 10%.
             let terminal = isatty(2) != 0
-            var nextTenth = 1
+            var tenths = Milestones(steps: 10)
             let scores = try SolutionPath.compute(graph: graph, batches: batches, statistics: statistics, options: options.path) { p in
                 if terminal {
                     Report.progress(p.line)
-                } else if p.fraction * 10 >= Double(nextTenth) {
-                    while p.fraction * 10 >= Double(nextTenth) { nextTenth += 1 }
+                } else if tenths.passed(p.fraction) {
                     progress(p.line)
                 }
             }
@@ -205,13 +200,10 @@ extension Converter {
     /// keeping the method's order within each group.
     func allocate(_ scores: UnitScores, graph: Graph, batches: [[String: Tensor]], statistics: BlockStatistics,
                   progress: (String) -> Void, stage: (String) -> Void) throws -> UnitScores {
-        var nextTenth = 1
+        var tenths = Milestones(steps: 10)
         let pooled = try GroupAllocation.apply(scores, graph: graph, batches: batches, repair: statistics.feedForward,
                                                ridge: options.repairRidge) { done, total in
-            if done * 10 >= nextTenth * total {
-                while done * 10 >= nextTenth * total { nextTenth += 1 }
-                progress("allocation: \(done)/\(total) group curves")
-            }
+            if tenths.passed(Double(done) / Double(max(total, 1))) { progress("allocation: \(done)/\(total) group curves") }
         }
         stage("allocation")
         return pooled
@@ -220,16 +212,31 @@ extension Converter {
     /// What the data-aware methods share: calibration batches, block statistics of
     /// the dense model, and the exact whitened rotation of every attention pair.
     func calibrateAndRotate(_ graph: inout Graph, progress: (String) -> Void, stage: (String) -> Void) throws
-        -> ([[String: Tensor]], BlockStatistics, RotateAttention.Strengths) {
+        -> ([[String: Tensor]], BlockStatistics) {
         let batches = try calibrationBatches(graph, progress: progress)
         stage("tokenize")
         let statistics = try BlockStatistics.collect(graph: graph, batches: batches) { done, total in
             if done == total || done % 8 == 0 { progress("calibration \(done)/\(total) batches") }
         }
         stage("calibration")
-        let strengths = try RotateAttention.apply(&graph, statistics: statistics)
+        try RotateAttention.apply(&graph, statistics: statistics)
         stage("rotation")
-        return (batches, statistics, strengths)
+        return (batches, statistics)
+    }
+
+    /// Progress lines at every 1/`steps` of the work rather than at every report.
+    struct Milestones {
+        let steps: Int
+        private var next = 1
+
+        init(steps: Int) { self.steps = steps }
+
+        /// Whether `fraction` (0...1) reached a milestone not reported yet.
+        mutating func passed(_ fraction: Double) -> Bool {
+            guard fraction * Double(steps) >= Double(next) else { return false }
+            while fraction * Double(steps) >= Double(next) { next += 1 }
+            return true
+        }
     }
 
     /// The calibration set as model input batches: texts from a JSONL file through the tokenizer.

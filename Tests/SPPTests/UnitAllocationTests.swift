@@ -38,14 +38,28 @@ import SPPRuntime
         for c in 0..<3 { #expect(direct[c] > 0 && abs(fast[c] - direct[c]) <= 1e-4 * direct[c], "\(fast) vs \(direct)") }
     }
 
-    @Test func singleRemovalScoresAreTheDiagonals() throws {
+    /// Each unit's score is the block's loss with that unit's mask alone at 0, split by head.
+    @Test func singleRemovalScoresAreTheLossesOfRemovingOneUnit() throws {
         let g = Tiny.tinyModel()
         let prepared = try SolutionPath.prepare(graph: g, batches: Tiny.batches(), options: Tiny.options())
-        let scores = prepared.singleRemovalScores(threads: 1)
+        let scores = prepared.singleRemovalScores(threads: 2)
         let (ffn, att) = try Tiny.problems(g, Tiny.batches(), Tiny.options())
-        #expect(try #require(scores.feedForward["ffn"]) == ffn.diagonal)
-        #expect(try #require(scores.valueOutput["att"]).flatMap { $0 } == att.voQuadratic.diagonal)
-        #expect(try #require(scores.queryKey["att"]).map(\.count) == [3, 2])
+        func removingEach(_ loss: QuadraticLoss) -> [Double] {
+            (0..<loss.size).map { c in
+                var m = [Double](repeating: 1, count: loss.size)
+                m[c] = 0
+                return loss.loss(m)
+            }
+        }
+        func close(_ a: [Double], _ b: [Double], _ what: String) {
+            #expect(a.count == b.count && b.allSatisfy { $0 > 0 }, "\(what): \(a) vs \(b)")
+            for (x, y) in zip(a, b) { #expect(abs(x - y) <= 1e-4 * y, "\(what): \(a) vs \(b)") }
+        }
+        close(try #require(scores.feedForward["ffn"]), removingEach(ffn), "FFN")
+        close(try #require(scores.valueOutput["att"]).flatMap { $0 }, removingEach(att.voQuadratic), "VO")
+        let queryKey = try #require(scores.queryKey["att"])
+        #expect(queryKey.map(\.count) == [3, 2])
+        close(queryKey.flatMap { $0 }, Self.removalByDefinition(att), "QK")
     }
 
     /// The refit against least squares solved another way: W minimising
