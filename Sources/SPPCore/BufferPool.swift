@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// Buffers for what a program makes as it runs (values and kernel scratch), kept
@@ -40,7 +41,7 @@ public final class BufferPool: Sendable {
     public init() {}
 
     deinit {
-        state.withLock { s in for b in s.free { b.bytes.deallocate() } }
+        state.withLock { s in for b in s.free { Self.unmap(b.bytes, b.capacity) } }
     }
 
     /// Bytes the pool holds: free buffers and those taken.
@@ -66,29 +67,48 @@ public final class BufferPool: Sendable {
 
     /// A buffer of at least `byteCount` bytes (64-byte aligned): the smallest free one
     /// that is large enough (so a block's scratch can reuse another block's), else a
-    /// new one. Returns it with its capacity.
+    /// new one. When none is large enough, the largest free one is outgrown and freed:
+    /// the pool then holds about one buffer per use a run has at once, each as large as
+    /// the largest thing it served (the ragged widths of a pruned model's layers share
+    /// one), and after the first run of a shape nothing is allocated.
     func take(_ byteCount: Int) -> (bytes: UnsafeMutableRawPointer, capacity: Int) {
-        let reused: Buffer? = state.withLock { s in
+        let (reused, outgrown): (Buffer?, Buffer?) = state.withLock { s in
             s.live += byteCount
             s.peakLive = max(s.peakLive, s.live)
-            guard let i = s.free.firstIndex(where: { $0.capacity >= byteCount }) else { return nil }
+            guard let i = s.free.firstIndex(where: { $0.capacity >= byteCount }) else {
+                let outgrown = s.free.popLast()
+                s.held -= outgrown?.capacity ?? 0
+                return (nil, outgrown)
+            }
             var b = s.free.remove(at: i)
             b.run = s.runs
-            return b
+            return (b, nil)
         }
+        if let outgrown { Self.unmap(outgrown.bytes, outgrown.capacity) }
         if let reused { return (reused.bytes, reused.capacity) }
-        let capacity = BufferPool.sizeClass(byteCount)
-        let bytes = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        let capacity = BufferPool.capacity(for: byteCount)
+        let bytes = Self.map(capacity)
         state.withLock { $0.held += capacity }
         return (bytes, capacity)
     }
 
-    /// Capacities are 2^k or 1.5 · 2^k bytes, so that buffers of nearby sizes (the
-    /// ragged widths of a pruned model's layers) share one: a new buffer is at most
-    /// half again as large as asked for.
-    static func sizeClass(_ byteCount: Int) -> Int {
-        let power = 1 << (Int.bitWidth - (max(byteCount, 2) - 1).leadingZeroBitCount)
-        return byteCount <= power / 4 * 3 ? power / 4 * 3 : power
+    /// Whole pages.
+    static func capacity(for byteCount: Int) -> Int {
+        (max(byteCount, 1) + 4095) / 4096 * 4096
+    }
+
+    /// Buffers are pages of their own, not heap blocks: one the pool frees goes back
+    /// to the system at once, where a heap block would stay resident among the
+    /// blocks around it, so the memory a run costs is what the pool holds.
+    static func map(_ capacity: Int) -> UnsafeMutableRawPointer {
+        let p = mmap(nil, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        // As the heap's allocation does: out of memory is not an error a run can recover from.
+        guard let p, p != MAP_FAILED else { fatalError("out of memory: mapping \(capacity) bytes failed (errno \(errno))") }
+        return p
+    }
+
+    static func unmap(_ bytes: UnsafeMutableRawPointer, _ capacity: Int) {
+        munmap(bytes, capacity)
     }
 
     /// Takes back a buffer from `take` (asked for `byteCount`), dated to the latest run
@@ -114,6 +134,6 @@ public final class BufferPool: Sendable {
             s.held -= stale.reduce(0) { $0 + $1.capacity }
             return stale
         }
-        for b in stale { b.bytes.deallocate() }
+        for b in stale { Self.unmap(b.bytes, b.capacity) }
     }
 }

@@ -89,6 +89,21 @@ import SPPGraph
         #expect(started.withLock { $0 } == ["c30", "c40", "c20", "c10"])
     }
 
+    @Test func aPoolBufferTooSmallForAUseIsOutgrownNotKeptBeside() throws {
+        // One use at a time, growing as a pruned model's ragged layers do: 20, 30, then 50 KB.
+        let pool = BufferPool()
+        func run() -> [UnsafeMutableRawPointer] {
+            pool.run { [20_000, 30_000, 50_000].map { TensorStorage(byteCount: $0).bytes } }
+        }
+        let first = run()
+        // Each larger use freed the buffer before it: one buffer, the last size in whole pages.
+        #expect(pool.heldBytes == 53_248)
+        // The next run of the same uses takes that buffer every time: nothing new is allocated.
+        let second = run()
+        #expect(second == [first[2], first[2], first[2]])
+        #expect(pool.heldBytes == 53_248)
+    }
+
     @Test func aRunFreesThePoolBuffersItDidNotTake() throws {
         let program = try Program(graph: Self.chain)
         _ = try program.run(["x": Self.input(rows: 512, seed: 0)])
