@@ -3,6 +3,7 @@ import Dispatch
 import SPPCore
 import SPPFormat
 import SPPGraph
+import Synchronization
 
 /// A `.spp` model ready to run: the public entry point for apps that embed the runtime.
 ///
@@ -11,8 +12,9 @@ import SPPGraph
 public final class Model: @unchecked Sendable {
     public let program: Program
     public let provenance: Provenance
-    /// The pruning path, for a pruned model.
-    public let pruningPath: PruningPath?
+    /// The method of a pruned model's path (nil: dense). The path itself is the file's
+    /// (`SPPReader.pruningPath`): its unit ranks and chunk names are not held for running.
+    public let pruningMethod: String?
     public let costTable: [CostLevel]
     /// The keep ratio this model was loaded at.
     public let keep: Double
@@ -59,7 +61,7 @@ public final class Model: @unchecked Sendable {
         clock.lap("release")
         (program, lookupSources, loadBytesRead, loadBytesDecoded, loadStages) = (built, tables, bytesRead, bytesDecoded, stages + clock.stages)
         provenance = reader.provenance
-        pruningPath = reader.pruningPath
+        pruningMethod = reader.pruningPath?.method
         costTable = reader.costTable
         self.keep = keep
     }
@@ -87,7 +89,7 @@ public final class Model: @unchecked Sendable {
     public init(graph: Graph, provenance: Provenance = .init(), options: RuntimeOptions = .init()) throws {
         program = try Program(graph: graph, options: options)
         self.provenance = provenance
-        pruningPath = nil
+        pruningMethod = nil
         costTable = []
         keep = 1
         loadBytesRead = 0
@@ -101,8 +103,14 @@ public final class Model: @unchecked Sendable {
 
     /// Runs the model; inputs are checked against the declared names, types and shapes.
     public func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
-        try program.run(inputs)
+        let outputs = try program.run(inputs)
+        // What the first run freed goes back to the system, as loading's did: oneDNN's
+        // temporaries as it built its kernels, and the file's tables (the reader is
+        // usually let go after loading). The heap would keep them resident for good.
+        if !ranOnce.exchange(true, ordering: .relaxed) { spp_release_free_memory() }
+        return outputs
     }
+    private let ranOnce = Atomic(false)
 }
 
 /// Seconds between laps, by stage name (what a load reports it spent).

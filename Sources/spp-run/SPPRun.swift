@@ -29,7 +29,7 @@ struct SPPRun: ParsableCommand {
             }
             let m = try load.makeModel(ModelFile.open(model), threads: threads)
             let outputs = try m.run(named)
-            if m.pruningPath != nil || m.storedBytesRead > 0 {
+            if m.pruningMethod != nil || m.storedBytesRead > 0 {
                 Report.stderr(String(format: "keep %.2f: %@ of stored tensor data read", load.keep, Report.bytes(m.storedBytesRead)))
             }
             return outputs
