@@ -233,6 +233,146 @@ SPP_CLONES void spp_dequantize_rows(const spp_aliased_int32 *acc, size_t ldacc, 
     }
 }
 
+size_t spp_packed_count(size_t k, size_t n) {
+    return (n + SPP_PANEL - 1) / SPP_PANEL * SPP_PANEL * k;
+}
+
+void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n, float *packed) {
+    for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
+        size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
+        float *panel = packed + j0 * k;
+        if (trans_b) {
+            // B's columns are rows in memory: read each once, write it down the panel.
+            if (cols < SPP_PANEL) memset(panel, 0, k * SPP_PANEL * sizeof(float));
+            for (size_t j = 0; j < cols; j++) {
+                const float *column = b + (j0 + j) * ldb;
+                for (size_t p = 0; p < k; p++) panel[p * SPP_PANEL + j] = column[p];
+            }
+        } else {
+            for (size_t p = 0; p < k; p++) {
+                float *row = panel + p * SPP_PANEL;
+                size_t j = 0;
+                for (; j < cols; j++) row[j] = b[p * ldb + j0 + j];
+                for (; j < SPP_PANEL; j++) row[j] = 0;
+            }
+        }
+    }
+}
+
+// Blocks of 6 rows × one or two panels, register-blocked: AVX2 takes one panel (12
+// accumulators of its 16 registers), AVX-512 two (12 of 32; FMA latency needs that
+// many chains in flight), one or two panel rows and 6 broadcasts of A per step of k.
+// A block with fewer rows repeats its last row (reads stay inside A) and stores
+// only its own rows and columns.
+#define SPP_ROWS 6
+
+static inline void spp_block_rows(const float *a, size_t lda, size_t rows, const float **ar) {
+    for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + (r < rows ? r : rows - 1) * lda;
+}
+
+static inline void spp_store_block(const float *acc, size_t width, size_t rows, size_t cols, float *c, size_t ldc) {
+    for (size_t r = 0; r < rows; r++) memcpy(c + r * ldc, acc + r * width, cols * sizeof(float));
+}
+
+// Scalar blocks: the portable fallback, and reference for the vector ones.
+static void spp_sgemm_scalar(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                             const float *packed, float *c, size_t ldc) {
+    for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
+        size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
+        const float *panel = packed + j0 * k;
+        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
+            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
+            const float *ar[SPP_ROWS];
+            spp_block_rows(a + i0 * lda, lda, rows, ar);
+            float acc[SPP_ROWS * SPP_PANEL] = {0};
+            for (size_t p = 0; p < k; p++)
+                for (size_t r = 0; r < SPP_ROWS; r++)
+                    for (size_t j = 0; j < SPP_PANEL; j++) acc[r * SPP_PANEL + j] += ar[r][p] * panel[p * SPP_PANEL + j];
+            for (size_t i = 0; i < SPP_ROWS * SPP_PANEL; i++) acc[i] *= alpha;
+            spp_store_block(acc, SPP_PANEL, rows, cols, c + i0 * ldc + j0, ldc);
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+__attribute__((target("avx2,fma"))) static void spp_sgemm_avx2(size_t m, size_t n, size_t k, float alpha, const float *a,
+                                                               size_t lda, const float *packed, float *c, size_t ldc) {
+    __m256 scale = _mm256_set1_ps(alpha);
+    for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
+        size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
+        const float *panel = packed + j0 * k;
+        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
+            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
+            const float *ar[SPP_ROWS];
+            spp_block_rows(a + i0 * lda, lda, rows, ar);
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+                   c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            for (size_t p = 0; p < k; p++) {
+                __m256 b0 = _mm256_loadu_ps(panel + p * SPP_PANEL), b1 = _mm256_loadu_ps(panel + p * SPP_PANEL + 8);
+                __m256 x;
+                x = _mm256_broadcast_ss(ar[0] + p); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+                x = _mm256_broadcast_ss(ar[1] + p); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+                x = _mm256_broadcast_ss(ar[2] + p); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+                x = _mm256_broadcast_ss(ar[3] + p); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+                x = _mm256_broadcast_ss(ar[4] + p); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+                x = _mm256_broadcast_ss(ar[5] + p); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+            }
+            float acc[SPP_ROWS * SPP_PANEL];
+            __m256 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+            for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm256_storeu_ps(acc + 8 * i, _mm256_mul_ps(all[i], scale));
+            spp_store_block(acc, SPP_PANEL, rows, cols, c + i0 * ldc + j0, ldc);
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void spp_sgemm_avx512(size_t m, size_t n, size_t k, float alpha, const float *a,
+                                                                size_t lda, const float *packed, float *c, size_t ldc) {
+    __m512 scale = _mm512_set1_ps(alpha);
+    for (size_t j0 = 0; j0 < n; j0 += 2 * SPP_PANEL) {
+        // Two panels at a time; a last single panel reads the first one twice and stores half.
+        size_t cols = n - j0 < 2 * SPP_PANEL ? n - j0 : 2 * SPP_PANEL;
+        const float *p0 = packed + j0 * k, *p1 = cols > SPP_PANEL ? p0 + k * SPP_PANEL : p0;
+        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
+            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
+            const float *ar[SPP_ROWS];
+            spp_block_rows(a + i0 * lda, lda, rows, ar);
+            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+                   c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            for (size_t p = 0; p < k; p++) {
+                __m512 b0 = _mm512_loadu_ps(p0 + p * SPP_PANEL), b1 = _mm512_loadu_ps(p1 + p * SPP_PANEL);
+                __m512 x;
+                x = _mm512_set1_ps(ar[0][p]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+                x = _mm512_set1_ps(ar[1][p]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+                x = _mm512_set1_ps(ar[2][p]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+                x = _mm512_set1_ps(ar[3][p]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+                x = _mm512_set1_ps(ar[4][p]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+                x = _mm512_set1_ps(ar[5][p]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+            }
+            float acc[SPP_ROWS * 2 * SPP_PANEL];
+            __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+            for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm512_storeu_ps(acc + 16 * i, _mm512_mul_ps(all[i], scale));
+            spp_store_block(acc, 2 * SPP_PANEL, rows, cols, c + i0 * ldc + j0, ldc);
+        }
+    }
+}
+#endif
+
+void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                      const float *packed, float *c, size_t ldc) {
+#if defined(__x86_64__)
+    static int level = -1;
+    if (level < 0) {
+        __builtin_cpu_init();
+        level = __builtin_cpu_supports("avx512f") ? 4 : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 3 : 0;
+    }
+    if (level == 4) { spp_sgemm_avx512(m, n, k, alpha, a, lda, packed, c, ldc); return; }
+    if (level == 3) { spp_sgemm_avx2(m, n, k, alpha, a, lda, packed, c, ldc); return; }
+#endif
+    spp_sgemm_scalar(m, n, k, alpha, a, lda, packed, c, ldc);
+}
+
 void spp_gemm_u8s8s32_ref(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda,
                           const int8_t *b, size_t ldb, int32_t *acc, size_t ldacc) {
     for (size_t i = 0; i < m; i++) {

@@ -9,11 +9,14 @@ import SPPCore
 /// `[B·S, Σqk | Σqk | Σvo]` (bias rows first, then three GEMMs accumulating
 /// into their column ranges, so each head's q, k and v are strided views and
 /// no head split/transposes are ever materialised). Then per batch row: one
-/// GEMM per head for the scores `q_h k_hᵀ · scale` into a reused
-/// `[H, S, S]` scratch; the additive terms through broadcast strides (a
+/// product per head for the scores `q_h k_hᵀ · scale` into a reused
+/// `[S, S]` square per thread; the additive terms through broadcast strides (a
 /// `[B, 1, 1, S]` mask is read in place, never expanded to `[B, H, S, S]`)
-/// and the row softmax; one GEMM per head writing `P v_h` straight into its
-/// columns of a `[B·S, Σvo]` context buffer — heads spread over the cores. One
+/// and the row softmax; one product per head writing `P v_h` straight into its
+/// columns of a `[B·S, Σvo]` context buffer — heads spread over the cores. The
+/// products are CKernels' `spp_sgemm_packed` (k_hᵀ and v_h packed in panels
+/// first): no per-process setup as oneDNN's sgemm has (~24 ms on a first
+/// call), no kernel to make per head rank and length as a matmul primitive. One
 /// last GEMM with Wo (onto rows of bo) gives the output. Heads with vo rank 0
 /// are skipped entirely. With int8 weights (`QuantizedWeights`) the projections
 /// are one int8 GEMM and the Wo product another; the rest is the same float32.
@@ -299,27 +302,31 @@ public enum Attention {
         // of scores. With fewer heads the GEMMs run one after the other with the
         // threads inside each, the softmax rows in parallel, all heads' scores held.
         let byHead = active.count >= kernelThreads
-        let gemmThreads = byHead ? 1 : kernelThreads
         let perHead = square * ((p.qkRanks.max() ?? 0) + (p.voRanks.max() ?? 0)) + 1
         let workers = max(1, min(kernelThreads, active.count / max(1, (1 << 16) / perHead)))
         let squares = byHead ? workers : active.count
-        // One scratch buffer: the projections, the context, the squares of scores and
+        // The products' right-hand sides packed in panels (a head's keys transposed, its
+        // values), one buffer per square of scores.
+        let maxRank = max(p.qkRanks.max() ?? 0, p.voRanks.max() ?? 0)
+        let packedCount = max(spp_packed_count(maxRank, seq), spp_packed_count(seq, maxRank))
+        // One scratch buffer: the projections, the context, the squares of scores,
         // 1 / Σ e of each score row (the softmax divides the context rows, vo rank
-        // values each, instead of the probabilities, seq values each).
-        return try withScratch(Float.self, count: rows * width + rows * g.voWidth + squares * (square + seq)) { qkv in
+        // values each, instead of the probabilities, seq values each) and the packed panels.
+        return try withScratch(Float.self, count: rows * width + rows * g.voWidth + squares * (square + seq + packedCount)) { qkv in
             let ctx = qkv + rows * width
             let scores = ctx + rows * g.voWidth
             let inverseSums = scores + squares * square
+            let panels = inverseSums + squares * seq
             try project(qkv, width)
 
             for b in 0..<batch {
                 let tokens = qkv + b * seq * width
-                func scoresOf(_ slot: Int, into s: UnsafeMutablePointer<Float>) {
-                    let h = active[slot]
-                    if p.qkRanks[h] > 0 {
-                        Linear.sgemm(transA: false, transB: true, m: seq, n: seq, k: p.qkRanks[h], alpha: p.scale,
-                                     a: tokens + g.qkOffsets[h], lda: width, b: tokens + kBase + g.qkOffsets[h], ldb: width,
-                                     beta: 0, c: s, ldc: seq, threads: gemmThreads)
+                // One thread a product (`spp_sgemm_packed`): no setup, whatever the head's rank.
+                func scoresOf(_ slot: Int, into s: UnsafeMutablePointer<Float>, panels: UnsafeMutablePointer<Float>) {
+                    let h = active[slot], rank = p.qkRanks[h]
+                    if rank > 0 {
+                        spp_pack_panels(tokens + kBase + g.qkOffsets[h], width, 1, rank, seq, panels)
+                        spp_sgemm_packed(seq, seq, rank, p.scale, tokens + g.qkOffsets[h], width, panels, s, seq)
                     } else {
                         s.update(repeating: 0, count: square)
                     }
@@ -330,30 +337,30 @@ public enum Attention {
                     sums[i] = softmaxRow(s + i * seq, count: p.causal ? min(i + 1, seq) : seq, stride: seq,
                                          mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
                 }
-                func contextOf(_ slot: Int, from s: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>) {
+                func contextOf(_ slot: Int, from s: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>,
+                               panels: UnsafeMutablePointer<Float>) {
                     let h = active[slot], rank = p.voRanks[h]
                     let rows = ctx + b * seq * g.voWidth + g.voOffsets[h]
-                    Linear.sgemm(transA: false, transB: false, m: seq, n: rank, k: seq, alpha: 1,
-                                 a: s, lda: seq, b: tokens + vBase + g.voOffsets[h], ldb: width,
-                                 beta: 0, c: rows, ldc: g.voWidth, threads: gemmThreads)
+                    spp_pack_panels(tokens + vBase + g.voOffsets[h], width, 0, seq, rank, panels)
+                    spp_sgemm_packed(seq, rank, seq, 1, s, seq, panels, rows, g.voWidth)
                     spp_scale_rows(rows, g.voWidth, seq, rank, sums)
                 }
                 if byHead {
                     Parallel.forEachItem(active.count, threads: workers) { slot, thread in
-                        let (s, sums) = (scores + thread * square, inverseSums + thread * seq)
-                        scoresOf(slot, into: s)
+                        let (s, sums, packed) = (scores + thread * square, inverseSums + thread * seq, panels + thread * packedCount)
+                        scoresOf(slot, into: s, panels: packed)
                         for i in 0..<seq { softmax(slot, row: i, of: s, sums: sums) }
-                        contextOf(slot, from: s, sums: sums)
+                        contextOf(slot, from: s, sums: sums, panels: packed)
                     }
                 } else {
-                    for slot in active.indices { scoresOf(slot, into: scores + slot * square) }
+                    for slot in active.indices { scoresOf(slot, into: scores + slot * square, panels: panels) }
                     Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
                         for r in range {
                             let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
                             softmax(slot, row: i, of: scores + slot * square, sums: inverseSums + slot * seq)
                         }
                     }
-                    for slot in active.indices { contextOf(slot, from: scores + slot * square, sums: inverseSums + slot * seq) }
+                    for slot in active.indices { contextOf(slot, from: scores + slot * square, sums: inverseSums + slot * seq, panels: panels) }
                 }
             }
             try output(ctx, po)

@@ -181,6 +181,33 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         }
     }
 
+    /// Attention's products (`spp_sgemm_packed`) against a triple loop in Double: ranks and
+    /// lengths that leave partial row blocks (6) and partial panels (16), B plain and transposed
+    /// (keys), A and C inside wider rows as attention reads and writes them.
+    @Test(arguments: [(1, 1, 1), (7, 5, 3), (128, 128, 32), (13, 33, 17), (6, 16, 64), (50, 47, 9)])
+    func packedProductMatchesNaive(_ shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        var rng = SplitMix64(seed: UInt64(m * 10_000 + n * 100 + k))
+        let (lda, ldb, ldc) = (k + 3, n + k + 5, n + 2)
+        let a = (0..<(m * lda)).map { _ in rng.signedUnit() }
+        let bStore = (0..<(max(n, k) * ldb)).map { _ in rng.signedUnit() }
+        for transB in [false, true] {
+            // B as a dense k × n (or its transpose) for the reference.
+            let b = transB ? (0..<(n * k)).map { bStore[($0 / k) * ldb + $0 % k] } : (0..<(k * n)).map { bStore[($0 / n) * ldb + $0 % n] }
+            let aDense = (0..<(m * k)).map { a[($0 / k) * lda + $0 % k] }
+            let exact = Linear.naiveGemm(transA: false, transB: transB, m: m, n: n, k: k, a: aDense, b: b)
+            var packed = [Float](repeating: .nan, count: spp_packed_count(k, n))
+            var c = [Float](repeating: -7, count: m * ldc)
+            spp_pack_panels(bStore, ldb, transB ? 1 : 0, k, n, &packed)
+            spp_sgemm_packed(m, n, k, 0.5, a, lda, packed, &c, ldc)
+            var worst: Float = 0
+            for i in 0..<m { for j in 0..<n { worst = max(worst, abs(c[i * ldc + j] - 0.5 * exact[i * n + j])) } }
+            #expect(worst < 1e-5 * Float(k), "\(shape) transB \(transB): max error \(worst)")
+            // Columns past n in each row of C are the caller's.
+            #expect((0..<m).allSatisfy { i in c[i * ldc + n] == -7 && c[i * ldc + n + 1] == -7 })
+        }
+    }
+
     /// The vectorised C loops (CKernels) against Double, over every range of their approximations.
     @Test func elementwiseKernelsAreAccurate() {
         let xs = stride(from: -12.0, to: 12.0, by: 0.000731).map { Float($0) }

@@ -31,6 +31,22 @@ void spp_binary_scalar(int op, const float *a, float b, float *out, size_t n);
 /// Row i of the rows × cols block at x (leading dimension ld) times scale[i], in place.
 void spp_scale_rows(float *x, size_t ld, size_t rows, size_t cols, const float *scale);
 
+// Small float32 products with no setup: attention's scores and context (a head's
+// rank wide at most 64 typically), where oneDNN's sgemm would set itself up on
+// its first call (~24 ms, once per process) and a matmul primitive per shape
+// would be made for every head rank and length.
+
+/// Columns of a packed panel.
+#define SPP_PANEL 16
+/// Floats `spp_pack_panels` writes for a k × n matrix.
+size_t spp_packed_count(size_t k, size_t n);
+/// B (k × n; element (p, j) at b[p·ldb + j], or at b[j·ldb + p] when trans_b is
+/// nonzero) into ⌈n / 16⌉ panels of k rows × 16 columns, zero padded.
+void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n, float *packed);
+/// C (m × n, leading dimension ldc) = alpha · A (m × k, row-major, lda) · B packed.
+void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                      const float *packed, float *c, size_t ldc);
+
 /// Runs body(ctx, thread, threads) on a team of `threads` threads (the caller is
 /// thread 0) and returns when all are done: a fork and join in libgomp's pool,
 /// the one oneDNN's GEMMs use, whose workers spin briefly between regions.
