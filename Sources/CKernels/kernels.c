@@ -237,16 +237,55 @@ size_t spp_packed_count(size_t k, size_t n) {
     return (n + SPP_PANEL - 1) / SPP_PANEL * SPP_PANEL * k;
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// Columns j0 + [0, 8) × rows p0 + [0, 8) of a transposed B (its columns are rows in
+// memory) into the panel: one 8 × 8 transpose in registers.
+__attribute__((target("avx2"))) static void spp_pack_tile_8x8(const float *b, size_t ldb, float *panel_rows) {
+    __m256 r0 = _mm256_loadu_ps(b), r1 = _mm256_loadu_ps(b + ldb), r2 = _mm256_loadu_ps(b + 2 * ldb),
+           r3 = _mm256_loadu_ps(b + 3 * ldb), r4 = _mm256_loadu_ps(b + 4 * ldb), r5 = _mm256_loadu_ps(b + 5 * ldb),
+           r6 = _mm256_loadu_ps(b + 6 * ldb), r7 = _mm256_loadu_ps(b + 7 * ldb);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+           u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(panel_rows + 0 * SPP_PANEL, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(panel_rows + 1 * SPP_PANEL, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(panel_rows + 2 * SPP_PANEL, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(panel_rows + 3 * SPP_PANEL, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(panel_rows + 4 * SPP_PANEL, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(panel_rows + 5 * SPP_PANEL, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(panel_rows + 6 * SPP_PANEL, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(panel_rows + 7 * SPP_PANEL, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
 void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n, float *packed) {
+#if defined(__x86_64__)
+    static int avx2 = -1;
+    if (avx2 < 0) { __builtin_cpu_init(); avx2 = __builtin_cpu_supports("avx2"); }
+#endif
     for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
         size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
         float *panel = packed + j0 * k;
         if (trans_b) {
-            // B's columns are rows in memory: read each once, write it down the panel.
+            // B's columns are rows in memory: 8 × 8 tiles transposed where whole, the rest one by one.
             if (cols < SPP_PANEL) memset(panel, 0, k * SPP_PANEL * sizeof(float));
+            size_t tiled_cols = 0, tiled_rows = 0;
+#if defined(__x86_64__)
+            if (avx2) {
+                tiled_cols = cols / 8 * 8, tiled_rows = k / 8 * 8;
+                for (size_t j = 0; j < tiled_cols; j += 8)
+                    for (size_t p = 0; p < tiled_rows; p += 8)
+                        spp_pack_tile_8x8(b + (j0 + j) * ldb + p, ldb, panel + p * SPP_PANEL + j);
+            }
+#endif
             for (size_t j = 0; j < cols; j++) {
                 const float *column = b + (j0 + j) * ldb;
-                for (size_t p = 0; p < k; p++) panel[p * SPP_PANEL + j] = column[p];
+                for (size_t p = j < tiled_cols ? tiled_rows : 0; p < k; p++) panel[p * SPP_PANEL + j] = column[p];
             }
         } else {
             for (size_t p = 0; p < k; p++) {
@@ -263,31 +302,33 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
 // accumulators of its 16 registers), AVX-512 two (12 of 32; FMA latency needs that
 // many chains in flight), one or two panel rows and 6 broadcasts of A per step of k.
 // A block with fewer rows repeats its last row (reads stay inside A) and stores
-// only its own rows and columns.
+// only its own rows and columns. Each body is inlined twice: A's columns adjacent
+// (attention) or a row apart (the refit's Mᵀ).
 #define SPP_ROWS 6
+#define SPP_INLINE static inline __attribute__((always_inline))
 
-static inline void spp_block_rows(const float *a, size_t lda, size_t rows, const float **ar) {
-    for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + (r < rows ? r : rows - 1) * lda;
+SPP_INLINE void spp_block_rows(const float *a, size_t rs, size_t rows, const float **ar) {
+    for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + (r < rows ? r : rows - 1) * rs;
 }
 
-static inline void spp_store_block(const float *acc, size_t width, size_t rows, size_t cols, float *c, size_t ldc) {
+SPP_INLINE void spp_store_block(const float *acc, size_t width, size_t rows, size_t cols, float *c, size_t ldc) {
     for (size_t r = 0; r < rows; r++) memcpy(c + r * ldc, acc + r * width, cols * sizeof(float));
 }
 
-// Scalar blocks: the portable fallback, and reference for the vector ones.
-static void spp_sgemm_scalar(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                             const float *packed, float *c, size_t ldc) {
+// Scalar blocks: the portable fallback.
+static void spp_sgemm_scalar(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
+                             const float *packed, size_t ldp, float *c, size_t ldc) {
     for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
         size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
-        const float *panel = packed + j0 * k;
+        const float *panel = packed + j0 * ldp;
         for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
             size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
             const float *ar[SPP_ROWS];
-            spp_block_rows(a + i0 * lda, lda, rows, ar);
+            spp_block_rows(a + i0 * rs, rs, rows, ar);
             float acc[SPP_ROWS * SPP_PANEL] = {0};
             for (size_t p = 0; p < k; p++)
                 for (size_t r = 0; r < SPP_ROWS; r++)
-                    for (size_t j = 0; j < SPP_PANEL; j++) acc[r * SPP_PANEL + j] += ar[r][p] * panel[p * SPP_PANEL + j];
+                    for (size_t j = 0; j < SPP_PANEL; j++) acc[r * SPP_PANEL + j] += ar[r][p * cs] * panel[p * SPP_PANEL + j];
             for (size_t i = 0; i < SPP_ROWS * SPP_PANEL; i++) acc[i] *= alpha;
             spp_store_block(acc, SPP_PANEL, rows, cols, c + i0 * ldc + j0, ldc);
         }
@@ -295,29 +336,29 @@ static void spp_sgemm_scalar(size_t m, size_t n, size_t k, float alpha, const fl
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 
-__attribute__((target("avx2,fma"))) static void spp_sgemm_avx2(size_t m, size_t n, size_t k, float alpha, const float *a,
-                                                               size_t lda, const float *packed, float *c, size_t ldc) {
+__attribute__((target("avx2,fma"))) SPP_INLINE void spp_sgemm_avx2_body(size_t m, size_t n, size_t k, float alpha, const float *a,
+                                                                        size_t rs, size_t cs, const float *packed, size_t ldp,
+                                                                        float *c, size_t ldc) {
     __m256 scale = _mm256_set1_ps(alpha);
     for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
         size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
-        const float *panel = packed + j0 * k;
+        const float *panel = packed + j0 * ldp;
         for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
             size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
             const float *ar[SPP_ROWS];
-            spp_block_rows(a + i0 * lda, lda, rows, ar);
+            spp_block_rows(a + i0 * rs, rs, rows, ar);
             __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
                    c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
             for (size_t p = 0; p < k; p++) {
                 __m256 b0 = _mm256_loadu_ps(panel + p * SPP_PANEL), b1 = _mm256_loadu_ps(panel + p * SPP_PANEL + 8);
                 __m256 x;
-                x = _mm256_broadcast_ss(ar[0] + p); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-                x = _mm256_broadcast_ss(ar[1] + p); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-                x = _mm256_broadcast_ss(ar[2] + p); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-                x = _mm256_broadcast_ss(ar[3] + p); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-                x = _mm256_broadcast_ss(ar[4] + p); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-                x = _mm256_broadcast_ss(ar[5] + p); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+                x = _mm256_broadcast_ss(ar[0] + p * cs); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+                x = _mm256_broadcast_ss(ar[1] + p * cs); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+                x = _mm256_broadcast_ss(ar[2] + p * cs); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+                x = _mm256_broadcast_ss(ar[3] + p * cs); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+                x = _mm256_broadcast_ss(ar[4] + p * cs); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+                x = _mm256_broadcast_ss(ar[5] + p * cs); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
             }
             float acc[SPP_ROWS * SPP_PANEL];
             __m256 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
@@ -327,28 +368,36 @@ __attribute__((target("avx2,fma"))) static void spp_sgemm_avx2(size_t m, size_t 
     }
 }
 
-__attribute__((target("avx512f"))) static void spp_sgemm_avx512(size_t m, size_t n, size_t k, float alpha, const float *a,
-                                                                size_t lda, const float *packed, float *c, size_t ldc) {
+__attribute__((target("avx2,fma"))) static void spp_sgemm_avx2(size_t m, size_t n, size_t k, float alpha, const float *a,
+                                                               size_t rs, size_t cs, const float *packed, size_t ldp,
+                                                               float *c, size_t ldc) {
+    if (cs == 1) spp_sgemm_avx2_body(m, n, k, alpha, a, rs, 1, packed, ldp, c, ldc);
+    else spp_sgemm_avx2_body(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
+}
+
+__attribute__((target("avx512f"))) SPP_INLINE void spp_sgemm_avx512_body(size_t m, size_t n, size_t k, float alpha, const float *a,
+                                                                         size_t rs, size_t cs, const float *packed, size_t ldp,
+                                                                         float *c, size_t ldc) {
     __m512 scale = _mm512_set1_ps(alpha);
     for (size_t j0 = 0; j0 < n; j0 += 2 * SPP_PANEL) {
         // Two panels at a time; a last single panel reads the first one twice and stores half.
         size_t cols = n - j0 < 2 * SPP_PANEL ? n - j0 : 2 * SPP_PANEL;
-        const float *p0 = packed + j0 * k, *p1 = cols > SPP_PANEL ? p0 + k * SPP_PANEL : p0;
+        const float *p0 = packed + j0 * ldp, *p1 = cols > SPP_PANEL ? p0 + ldp * SPP_PANEL : p0;
         for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
             size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
             const float *ar[SPP_ROWS];
-            spp_block_rows(a + i0 * lda, lda, rows, ar);
+            spp_block_rows(a + i0 * rs, rs, rows, ar);
             __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
                    c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
             for (size_t p = 0; p < k; p++) {
                 __m512 b0 = _mm512_loadu_ps(p0 + p * SPP_PANEL), b1 = _mm512_loadu_ps(p1 + p * SPP_PANEL);
                 __m512 x;
-                x = _mm512_set1_ps(ar[0][p]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
-                x = _mm512_set1_ps(ar[1][p]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
-                x = _mm512_set1_ps(ar[2][p]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
-                x = _mm512_set1_ps(ar[3][p]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
-                x = _mm512_set1_ps(ar[4][p]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
-                x = _mm512_set1_ps(ar[5][p]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+                x = _mm512_set1_ps(ar[0][p * cs]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+                x = _mm512_set1_ps(ar[1][p * cs]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+                x = _mm512_set1_ps(ar[2][p * cs]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+                x = _mm512_set1_ps(ar[3][p * cs]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+                x = _mm512_set1_ps(ar[4][p * cs]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+                x = _mm512_set1_ps(ar[5][p * cs]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
             }
             float acc[SPP_ROWS * 2 * SPP_PANEL];
             __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
@@ -357,20 +406,28 @@ __attribute__((target("avx512f"))) static void spp_sgemm_avx512(size_t m, size_t
         }
     }
 }
+
+__attribute__((target("avx512f"))) static void spp_sgemm_avx512(size_t m, size_t n, size_t k, float alpha, const float *a,
+                                                                size_t rs, size_t cs, const float *packed, size_t ldp,
+                                                                float *c, size_t ldc) {
+    if (cs == 1) spp_sgemm_avx512_body(m, n, k, alpha, a, rs, 1, packed, ldp, c, ldc);
+    else spp_sgemm_avx512_body(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
+}
 #endif
 
-void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                      const float *packed, float *c, size_t ldc) {
+void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
+                      const float *packed, size_t ldp, float *c, size_t ldc) {
+    if (m == 0 || n == 0) return;
 #if defined(__x86_64__)
     static int level = -1;
     if (level < 0) {
         __builtin_cpu_init();
         level = __builtin_cpu_supports("avx512f") ? 4 : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 3 : 0;
     }
-    if (level == 4) { spp_sgemm_avx512(m, n, k, alpha, a, lda, packed, c, ldc); return; }
-    if (level == 3) { spp_sgemm_avx2(m, n, k, alpha, a, lda, packed, c, ldc); return; }
+    if (level == 4) { spp_sgemm_avx512(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
+    if (level == 3) { spp_sgemm_avx2(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
 #endif
-    spp_sgemm_scalar(m, n, k, alpha, a, lda, packed, c, ldc);
+    spp_sgemm_scalar(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
 }
 
 void spp_gemm_u8s8s32_ref(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda,

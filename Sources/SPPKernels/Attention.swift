@@ -326,7 +326,7 @@ public enum Attention {
                     let h = active[slot], rank = p.qkRanks[h]
                     if rank > 0 {
                         spp_pack_panels(tokens + kBase + g.qkOffsets[h], width, 1, rank, seq, panels)
-                        spp_sgemm_packed(seq, seq, rank, p.scale, tokens + g.qkOffsets[h], width, panels, s, seq)
+                        spp_sgemm_packed(seq, seq, rank, p.scale, tokens + g.qkOffsets[h], width, 1, panels, rank, s, seq)
                     } else {
                         s.update(repeating: 0, count: square)
                     }
@@ -342,7 +342,7 @@ public enum Attention {
                     let h = active[slot], rank = p.voRanks[h]
                     let rows = ctx + b * seq * g.voWidth + g.voOffsets[h]
                     spp_pack_panels(tokens + vBase + g.voOffsets[h], width, 0, seq, rank, panels)
-                    spp_sgemm_packed(seq, rank, seq, 1, s, seq, panels, rows, g.voWidth)
+                    spp_sgemm_packed(seq, rank, seq, 1, s, seq, 1, panels, seq, rows, g.voWidth)
                     spp_scale_rows(rows, g.voWidth, seq, rank, sums)
                 }
                 if byHead {

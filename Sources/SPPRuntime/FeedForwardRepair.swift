@@ -1,3 +1,4 @@
+import CKernels
 import SPPCore
 import SPPFormat
 import SPPKernels
@@ -42,16 +43,21 @@ public enum FeedForwardRepair {
     public static func offsetName(_ node: String) -> String { "\(node)/ffn/w2_offset" }
 
     /// Rows of W per product of the blocked refit.
-    static let refitBlock = 128
+    static let refitBlock = 96
 
     /// W [k, d] and b2' [d] from the kept prefixes: Z rows [k, d], M_SS [k, k] (lower
-    /// triangular, diagonal included), means [k]; offset and b2 [d].
-    public static func refit(whitenedW2 z: Tensor, inverseFactor m: Tensor, mean: Tensor, offset: Tensor, b2: Tensor) throws -> (w2: Tensor, b2: Tensor) {
+    /// triangular, diagonal included), means [k]; offset and b2 [d]. `w`: where W goes
+    /// (float32 [k, d]; default a new tensor), so a caller can choose its memory. The
+    /// scratch (Z in panels) comes from the current `BufferPool`.
+    public static func refit(whitenedW2 z: Tensor, inverseFactor m: Tensor, mean: Tensor, offset: Tensor, b2: Tensor,
+                             into w: Tensor? = nil) throws -> (w2: Tensor, b2: Tensor) {
         let k = z.shape.first ?? 0, d = b2.count
         guard z.rank == 2, z.shape[1] == d, m.shape == [k, k], mean.count == k, offset.count == d,
               [z, m, mean, offset, b2].allSatisfy({ $0.dtype == .float32 }) else {
             throw RuntimeError.corruptPath("feed-forward repair data Z \(z.shape), M \(m.shape), μ \(mean.shape), offset \(offset.shape) do not fit b2 \(b2.shape)")
         }
+        let w = w ?? Tensor(dtype: .float32, shape: [k, d])
+        precondition(w.dtype == .float32 && w.shape == [k, d], "refit output \(w.shape) for W [\(k), \(d)]")
         let pm = m.pointer(as: Float.self)
         for i in 0..<k {
             // M = L⁻¹ has a positive diagonal; anything else is not a factor of a covariance.
@@ -59,15 +65,17 @@ public enum FeedForwardRepair {
                 throw RuntimeError.corruptPath("feed-forward repair factor has diagonal \(pm[i * k + i]) at row \(i)")
             }
         }
-        let w = Tensor(dtype: .float32, shape: [k, d])
         // By blocks of W's rows: rows [i0, i1) take M[i0..<k, i0..<i1]ᵀ Z[i0..<k], skipping the zeros
-        // above M's diagonal (~40% of the flops of one k×k product). One thread: refits run one per
-        // task on the load's threads already.
+        // above M's diagonal (~40% of the flops of one k×k product). CKernels' product on one thread
+        // (refits run one per task on the load's threads already): no oneDNN sgemm setup in a load.
         let pz = z.pointer(as: Float.self), pw = w.pointer(as: Float.self)
-        for i0 in stride(from: 0, to: k, by: Self.refitBlock) {
-            let rows = min(Self.refitBlock, k - i0)
-            Linear.sgemm(transA: true, transB: false, m: rows, n: d, k: k - i0, alpha: 1, a: pm + i0 * k + i0, lda: k,
-                         b: pz + i0 * d, ldb: d, beta: 0, c: pw + i0 * d, ldc: d, threads: 1)
+        withScratch(Float.self, count: spp_packed_count(k, d)) { panels in
+            spp_pack_panels(pz, d, 0, k, d, panels)
+            for i0 in stride(from: 0, to: k, by: Self.refitBlock) {
+                let rows = min(Self.refitBlock, k - i0)
+                // Mᵀ's row i is M's column i: element (i, p) at pm[p·k + i].
+                spp_sgemm_packed(rows, d, k - i0, 1, pm + i0 * k + i0, 1, k, panels + i0 * Int(SPP_PANEL), k, pw + i0 * d, d)
+            }
         }
         var bias = zip(b2.floats, offset.floats).map { Double($0) + Double($1) }
         let mu = mean.floats

@@ -190,9 +190,8 @@ public enum PathLoader {
         defer { refitBuffers.releaseFree() }
         let refitTasks = refits.map { p, tensors, offsetEntry, b2Entry, entries in
             let n = counts[p]
-            // The first refit leads: its product pays for oneDNN's one-time GEMM setup (~24 ms on
-            // one thread; a second refit would wait for it) while the other threads read; the rest trail.
-            return TensorDecoder.Task(entries: entries, order: p == refits.first?.pair ? .lead : .trail) { decoder, buffers in
+            // Refits lead: the longest tasks (reads, then a product of ~k²·d/2 multiply-adds), the reads fill in around them.
+            return TensorDecoder.Task(entries: entries, order: .lead) { decoder, buffers in
                 func readWhole(_ e: TensorEntryInfo) throws -> Tensor {
                     let t = Tensor(dtype: e.valueDType, shape: e.shape)
                     try decoder.decode(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: true, destination: t.rawPointer),
@@ -211,18 +210,21 @@ public enum PathLoader {
                                                    diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
                     return (rows, factor, try readWhole(offsetEntry), try readWhole(b2Entry))
                 }
-                func refit() throws -> (w2: Tensor, b2: Tensor) {
-                    try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
-                                                mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2)
+                // Scratch from the shared buffers; W too unless `w` is given.
+                func refit(into w: Tensor? = nil) throws -> (w2: Tensor, b2: Tensor) {
+                    try BufferPool.$current.withValue(refitBuffers) {
+                        try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
+                                                    mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2, into: w)
+                    }
                 }
                 // A float32 W2 is kept: in memory of its own (a shared buffer may be larger, its pages resident).
                 guard weights == .int8, n <= QuantizedMatrix.maximumRows else {
-                    let (w2, bias) = try refit()
+                    let (w2, bias) = try refit(into: Tensor(dtype: .float32, shape: [n, b2.count]))
                     refitted[p] = Refitted(w2: .float(w2), b2: bias)
                     return
                 }
                 // Int8 runs quantize it here, on the load's threads, as the program would.
-                let (w2, bias) = try BufferPool.$current.withValue(refitBuffers) { try refit() }
+                let (w2, bias) = try refit()
                 do {
                     refitted[p] = Refitted(w2: .int8(try QuantizedMatrix(quantizing: w2)), b2: bias)
                 } catch let e as KernelError {

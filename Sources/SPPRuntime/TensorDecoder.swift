@@ -9,8 +9,8 @@ import SPPKernels
 struct TensorDecoder {
     /// Work for one thread at a time: reads of `entries` and what it does with them.
     struct Task {
-        /// When a task starts: `lead` tasks first, then the rest by size, largest first, then `trail` tasks.
-        enum Order: Comparable { case lead, bySize, trail }
+        /// When a task starts: `lead` tasks first, then the rest; each group largest first.
+        enum Order: Comparable { case lead, bySize }
 
         let entries: [TensorEntryInfo]
         let order: Order

@@ -197,14 +197,28 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
             let aDense = (0..<(m * k)).map { a[($0 / k) * lda + $0 % k] }
             let exact = Linear.naiveGemm(transA: false, transB: transB, m: m, n: n, k: k, a: aDense, b: b)
             var packed = [Float](repeating: .nan, count: spp_packed_count(k, n))
-            var c = [Float](repeating: -7, count: m * ldc)
             spp_pack_panels(bStore, ldb, transB ? 1 : 0, k, n, &packed)
-            spp_sgemm_packed(m, n, k, 0.5, a, lda, packed, &c, ldc)
-            var worst: Float = 0
-            for i in 0..<m { for j in 0..<n { worst = max(worst, abs(c[i * ldc + j] - 0.5 * exact[i * n + j])) } }
-            #expect(worst < 1e-5 * Float(k), "\(shape) transB \(transB): max error \(worst)")
-            // Columns past n in each row of C are the caller's.
-            #expect((0..<m).allSatisfy { i in c[i * ldc + n] == -7 && c[i * ldc + n + 1] == -7 })
+            // A as stored (columns adjacent), then A read from its transpose (columns a row apart, as
+            // the refit reads Mᵀ); B's panels from row 2 on of a pack with 2 more rows, as the refit's slabs.
+            let aT = (0..<(k * (m + 1))).map { i in i % (m + 1) < m ? aDense[(i % (m + 1)) * k + i / (m + 1)] : .nan }
+            var offsetPacked = [Float](repeating: .nan, count: spp_packed_count(k + 2, n))
+            let bWithTwoRows = (0..<((k + 2) * n)).map { i in i < 2 * n ? 9 : b[(transB ? ((i - 2 * n) % n) * k + (i - 2 * n) / n : i - 2 * n)] }
+            spp_pack_panels(bWithTwoRows, n, 0, k + 2, n, &offsetPacked)
+            for layout in 0..<2 {
+                var c = [Float](repeating: -7, count: m * ldc)
+                if layout == 0 {
+                    spp_sgemm_packed(m, n, k, 0.5, a, lda, 1, packed, k, &c, ldc)
+                } else {
+                    offsetPacked.withUnsafeBufferPointer { p in
+                        spp_sgemm_packed(m, n, k, 0.5, aT, 1, m + 1, p.baseAddress! + 2 * Int(SPP_PANEL), k + 2, &c, ldc)
+                    }
+                }
+                var worst: Float = 0
+                for i in 0..<m { for j in 0..<n { worst = max(worst, abs(c[i * ldc + j] - 0.5 * exact[i * n + j])) } }
+                #expect(worst < 1e-5 * Float(k), "\(shape) transB \(transB) layout \(layout): max error \(worst)")
+                // Columns past n in each row of C are the caller's.
+                #expect((0..<m).allSatisfy { i in c[i * ldc + n] == -7 && c[i * ldc + n + 1] == -7 })
+            }
         }
     }
 

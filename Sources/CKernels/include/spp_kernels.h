@@ -43,9 +43,11 @@ size_t spp_packed_count(size_t k, size_t n);
 /// B (k × n; element (p, j) at b[p·ldb + j], or at b[j·ldb + p] when trans_b is
 /// nonzero) into ⌈n / 16⌉ panels of k rows × 16 columns, zero padded.
 void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n, float *packed);
-/// C (m × n, leading dimension ldc) = alpha · A (m × k, row-major, lda) · B packed.
-void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                      const float *packed, float *c, size_t ldc);
+/// C (m × n, leading dimension ldc) = alpha · A (m × k; element (i, p) at a[i·rs + p·cs])
+/// · B, packed with `ldp` rows a panel (panel q at packed + q·16·ldp; its first k rows
+/// are read). k = 0 gives zeros.
+void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
+                      const float *packed, size_t ldp, float *c, size_t ldc);
 
 /// Runs body(ctx, thread, threads) on a team of `threads` threads (the caller is
 /// thread 0) and returns when all are done: a fork and join in libgomp's pool,
