@@ -264,10 +264,6 @@ __attribute__((target("avx2"))) static void spp_pack_tile_8x8(const float *b, si
 #endif
 
 void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n, float *packed) {
-#if defined(__x86_64__)
-    static int avx2 = -1;
-    if (avx2 < 0) { __builtin_cpu_init(); avx2 = __builtin_cpu_supports("avx2"); }
-#endif
     for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
         size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
         float *panel = packed + j0 * k;
@@ -276,7 +272,7 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
             if (cols < SPP_PANEL) memset(panel, 0, k * SPP_PANEL * sizeof(float));
             size_t tiled_cols = 0, tiled_rows = 0;
 #if defined(__x86_64__)
-            if (avx2) {
+            if (spp_packed_isa() >= 3) {
                 tiled_cols = cols / 8 * 8, tiled_rows = k / 8 * 8;
                 for (size_t j = 0; j < tiled_cols; j += 8)
                     for (size_t p = 0; p < tiled_rows; p += 8)
@@ -415,19 +411,28 @@ __attribute__((target("avx512f"))) static void spp_sgemm_avx512(size_t m, size_t
 }
 #endif
 
-void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
-                      const float *packed, size_t ldp, float *c, size_t ldc) {
+int spp_packed_isa(void) {
+#if defined(__x86_64__)
+    // libgcc / compiler-rt fill in the CPU model before any code runs: a load and a test each call.
+    if (__builtin_cpu_supports("avx512f")) return 4;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 3;
+#endif
+    return 0;
+}
+
+void spp_sgemm_packed_isa(int isa, size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
+                          const float *packed, size_t ldp, float *c, size_t ldc) {
     if (m == 0 || n == 0) return;
 #if defined(__x86_64__)
-    static int level = -1;
-    if (level < 0) {
-        __builtin_cpu_init();
-        level = __builtin_cpu_supports("avx512f") ? 4 : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 3 : 0;
-    }
-    if (level == 4) { spp_sgemm_avx512(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
-    if (level == 3) { spp_sgemm_avx2(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
+    if (isa == 4) { spp_sgemm_avx512(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
+    if (isa == 3) { spp_sgemm_avx2(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
 #endif
     spp_sgemm_scalar(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
+}
+
+void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
+                      const float *packed, size_t ldp, float *c, size_t ldc) {
+    spp_sgemm_packed_isa(spp_packed_isa(), m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
 }
 
 void spp_gemm_u8s8s32_ref(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda,

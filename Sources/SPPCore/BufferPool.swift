@@ -1,4 +1,8 @@
+#if canImport(Glibc)
 import Glibc
+#else
+import Darwin
+#endif
 import Synchronization
 
 /// Buffers for what a program makes as it runs (values and kernel scratch), kept
@@ -92,9 +96,12 @@ public final class BufferPool: Sendable {
         return (bytes, capacity)
     }
 
+    /// The system's page size: buffers are whole pages.
+    public static let pageBytes = max(Int(sysconf(Int32(_SC_PAGESIZE))), 4096)
+
     /// Whole pages.
     static func capacity(for byteCount: Int) -> Int {
-        (max(byteCount, 1) + 4095) / 4096 * 4096
+        (max(byteCount, 1) + pageBytes - 1) / pageBytes * pageBytes
     }
 
     /// Buffers are pages of their own, not heap blocks: one the pool frees goes back

@@ -297,22 +297,23 @@ public enum Attention {
         let active = (0..<g.heads).filter { p.voRanks[$0] > 0 }
         let square = seq * seq
         // With at least as many heads as threads, threads take whole heads (scores,
-        // softmax, context: one fork and join per batch row, each GEMM on one thread),
+        // softmax, context: one fork and join per batch row, each product on one thread),
         // once there are ~64K multiply-adds per thread, each thread with one square
-        // of scores. With fewer heads the GEMMs run one after the other with the
-        // threads inside each, the softmax rows in parallel, all heads' scores held.
+        // of scores. With fewer heads the products run one after the other, their rows
+        // split over the threads, the softmax rows in parallel, all heads' scores held.
         let byHead = active.count >= kernelThreads
         let perHead = square * ((p.qkRanks.max() ?? 0) + (p.voRanks.max() ?? 0)) + 1
         let workers = max(1, min(kernelThreads, active.count / max(1, (1 << 16) / perHead)))
         let squares = byHead ? workers : active.count
         // The products' right-hand sides packed in panels (a head's keys transposed, its
-        // values), one buffer per square of scores.
+        // values), a buffer per thread that takes whole heads, else one.
         let maxRank = max(p.qkRanks.max() ?? 0, p.voRanks.max() ?? 0)
         let packedCount = max(spp_packed_count(maxRank, seq), spp_packed_count(seq, maxRank))
+        let panelBuffers = byHead ? workers : 1
         // One scratch buffer: the projections, the context, the squares of scores,
         // 1 / Σ e of each score row (the softmax divides the context rows, vo rank
         // values each, instead of the probabilities, seq values each) and the packed panels.
-        return try withScratch(Float.self, count: rows * width + rows * g.voWidth + squares * (square + seq + packedCount)) { qkv in
+        return try withScratch(Float.self, count: rows * width + rows * g.voWidth + squares * (square + seq) + panelBuffers * packedCount) { qkv in
             let ctx = qkv + rows * width
             let scores = ctx + rows * g.voWidth
             let inverseSums = scores + squares * square
@@ -321,14 +322,15 @@ public enum Attention {
 
             for b in 0..<batch {
                 let tokens = qkv + b * seq * width
-                // One thread a product (`spp_sgemm_packed`): no setup, whatever the head's rank.
-                func scoresOf(_ slot: Int, into s: UnsafeMutablePointer<Float>, panels: UnsafeMutablePointer<Float>) {
+                // The products are `spp_sgemm_packed` (no setup, whatever the head's rank), on one
+                // thread or (`split`) their rows over the threads.
+                func scoresOf(_ slot: Int, into s: UnsafeMutablePointer<Float>, panels: UnsafeMutablePointer<Float>, split: Bool) {
                     let h = active[slot], rank = p.qkRanks[h]
-                    if rank > 0 {
-                        spp_pack_panels(tokens + kBase + g.qkOffsets[h], width, 1, rank, seq, panels)
-                        spp_sgemm_packed(seq, seq, rank, p.scale, tokens + g.qkOffsets[h], width, 1, panels, rank, s, seq)
-                    } else {
-                        s.update(repeating: 0, count: square)
+                    guard rank > 0 else { return s.update(repeating: 0, count: square) }
+                    spp_pack_panels(tokens + kBase + g.qkOffsets[h], width, 1, rank, seq, panels)
+                    Self.rows(seq, split: split, multiplyAddsPerRow: seq * rank) { r in
+                        spp_sgemm_packed(r.count, seq, rank, p.scale, tokens + r.lowerBound * width + g.qkOffsets[h], width, 1,
+                                         panels, rank, s + r.lowerBound * seq, seq)
                     }
                 }
                 // A padding mask with nothing masked in this batch row (the usual case) adds nothing.
@@ -338,33 +340,48 @@ public enum Attention {
                                          mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
                 }
                 func contextOf(_ slot: Int, from s: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>,
-                               panels: UnsafeMutablePointer<Float>) {
+                               panels: UnsafeMutablePointer<Float>, split: Bool) {
                     let h = active[slot], rank = p.voRanks[h]
-                    let rows = ctx + b * seq * g.voWidth + g.voOffsets[h]
+                    let out = ctx + b * seq * g.voWidth + g.voOffsets[h]
                     spp_pack_panels(tokens + vBase + g.voOffsets[h], width, 0, seq, rank, panels)
-                    spp_sgemm_packed(seq, rank, seq, 1, s, seq, 1, panels, seq, rows, g.voWidth)
-                    spp_scale_rows(rows, g.voWidth, seq, rank, sums)
+                    Self.rows(seq, split: split, multiplyAddsPerRow: seq * rank) { r in
+                        spp_sgemm_packed(r.count, rank, seq, 1, s + r.lowerBound * seq, seq, 1, panels, seq,
+                                         out + r.lowerBound * g.voWidth, g.voWidth)
+                        spp_scale_rows(out + r.lowerBound * g.voWidth, g.voWidth, r.count, rank, sums + r.lowerBound)
+                    }
                 }
                 if byHead {
                     Parallel.forEachItem(active.count, threads: workers) { slot, thread in
                         let (s, sums, packed) = (scores + thread * square, inverseSums + thread * seq, panels + thread * packedCount)
-                        scoresOf(slot, into: s, panels: packed)
+                        scoresOf(slot, into: s, panels: packed, split: false)
                         for i in 0..<seq { softmax(slot, row: i, of: s, sums: sums) }
-                        contextOf(slot, from: s, sums: sums, panels: packed)
+                        contextOf(slot, from: s, sums: sums, panels: packed, split: false)
                     }
                 } else {
-                    for slot in active.indices { scoresOf(slot, into: scores + slot * square, panels: panels) }
+                    for slot in active.indices { scoresOf(slot, into: scores + slot * square, panels: panels, split: true) }
                     Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
                         for r in range {
                             let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
                             softmax(slot, row: i, of: scores + slot * square, sums: inverseSums + slot * seq)
                         }
                     }
-                    for slot in active.indices { contextOf(slot, from: scores + slot * square, sums: inverseSums + slot * seq, panels: panels) }
+                    for slot in active.indices {
+                        contextOf(slot, from: scores + slot * square, sums: inverseSums + slot * seq, panels: panels, split: true)
+                    }
                 }
             }
             try output(ctx, po)
             return out
+        }
+    }
+
+    /// `body` over rows [0, count): at once, or (`split`) in chunks of ~64K multiply-adds
+    /// or more on the kernel threads.
+    static func rows(_ count: Int, split: Bool, multiplyAddsPerRow: Int, _ body: (Range<Int>) -> Void) {
+        if split {
+            Parallel.forEachChunk(count, minimumChunk: max(1, (1 << 16) / max(multiplyAddsPerRow, 1)), body)
+        } else {
+            body(0..<count)
         }
     }
 

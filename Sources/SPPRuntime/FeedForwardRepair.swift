@@ -65,8 +65,8 @@ public enum FeedForwardRepair {
                 throw RuntimeError.corruptPath("feed-forward repair factor has diagonal \(pm[i * k + i]) at row \(i)")
             }
         }
-        // By blocks of W's rows: rows [i0, i1) take M[i0..<k, i0..<i1]ᵀ Z[i0..<k], skipping the zeros
-        // above M's diagonal (~40% of the flops of one k×k product). CKernels' product on one thread
+        // By slabs of W's rows: rows [i0, i1) take M[i0..<k, i0..<i1]ᵀ Z[i0..<k], skipping the zeros
+        // above M's diagonal (about half the flops of one k×k product, less a slab's width). CKernels' product on one thread
         // (refits run one per task on the load's threads already): no oneDNN sgemm setup in a load.
         let pz = z.pointer(as: Float.self), pw = w.pointer(as: Float.self)
         withScratch(Float.self, count: spp_packed_count(k, d)) { panels in

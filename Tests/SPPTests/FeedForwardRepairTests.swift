@@ -52,8 +52,9 @@ import SPPRuntime
     }
 
     /// The refit (one product W = M_SSᵀ Z_S) equals a dense solve of A_SS W = (A W2)_S with
-    /// A = (MᵀM)⁻¹, for random triangular M of odd sizes; at S = all it is W2.
-    @Test(arguments: [(13, 5), (7, 1), (20, 9)])
+    /// A = (MᵀM)⁻¹, for random triangular M of odd sizes (200: three slabs of the blocked
+    /// product and part of a fourth); at S = all it is W2.
+    @Test(arguments: [(13, 5), (7, 1), (20, 9), (200, 33)])
     func refitIsTheDenseSolveOfItsCovariance(_ shape: (Int, Int)) throws {
         let (n, d) = shape
         var rng = SplitMix64(seed: UInt64(n * 100 + d))

@@ -108,6 +108,15 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         #expect(e < 1e-5, "normalised error \(e)")
     }
 
+    /// Fewer active heads than threads: a head's products split their rows over the threads.
+    @Test func attentionSplitByRowsMatchesNaive() throws {
+        Linear.setThreads(max(2, Linear.threads))
+        let c = AttentionCase(batch: 2, seq: 128, hidden: 48, qk: [32, 8], vo: [0, 24], causal: false, mask: [2, 1, 1, 128], bias: nil)
+        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 10)
+        let e = normalisedError(try Attention.run(x, w, mask: mask, bias: bias, p), try Attention.naive(x, w, mask: mask, bias: bias, p))
+        #expect(e < 1e-5, "normalised error \(e)")
+    }
+
     @Test func attentionWithoutValueRanksIsTheOutputBias() throws {
         let c = Self.attentionCases.first { $0.vo.allSatisfy { $0 == 0 } }!
         let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 1)
@@ -204,20 +213,25 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
             var offsetPacked = [Float](repeating: .nan, count: spp_packed_count(k + 2, n))
             let bWithTwoRows = (0..<((k + 2) * n)).map { i in i < 2 * n ? 9 : b[(transB ? ((i - 2 * n) % n) * k + (i - 2 * n) / n : i - 2 * n)] }
             spp_pack_panels(bWithTwoRows, n, 0, k + 2, n, &offsetPacked)
-            for layout in 0..<2 {
-                var c = [Float](repeating: -7, count: m * ldc)
-                if layout == 0 {
-                    spp_sgemm_packed(m, n, k, 0.5, a, lda, 1, packed, k, &c, ldc)
-                } else {
-                    offsetPacked.withUnsafeBufferPointer { p in
-                        spp_sgemm_packed(m, n, k, 0.5, aT, 1, m + 1, p.baseAddress! + 2 * Int(SPP_PANEL), k + 2, &c, ldc)
+            // Every body this CPU runs (AVX-512, AVX2, scalar), not only the one it picks.
+            for isa in [0, 3, 4] where isa <= spp_packed_isa() {
+                for layout in 0..<2 {
+                    var c = [Float](repeating: -7, count: m * ldc)
+                    if layout == 0 {
+                        spp_sgemm_packed_isa(Int32(isa), m, n, k, 0.5, a, lda, 1, packed, k, &c, ldc)
+                    } else {
+                        offsetPacked.withUnsafeBufferPointer { p in
+                            spp_sgemm_packed_isa(Int32(isa), m, n, k, 0.5, aT, 1, m + 1, p.baseAddress! + 2 * Int(SPP_PANEL), k + 2, &c, ldc)
+                        }
                     }
+                    var worst: Float = 0
+                    for i in 0..<m { for j in 0..<n { worst = max(worst, abs(c[i * ldc + j] - 0.5 * exact[i * n + j])) } }
+                    // (max ignores NaN: finiteness is checked apart.)
+                    #expect(worst < 1e-5 * Float(k) && (0..<m).allSatisfy { i in (0..<n).allSatisfy { c[i * ldc + $0].isFinite } },
+                            "\(shape) transB \(transB) isa \(isa) layout \(layout): max error \(worst)")
+                    // Columns past n in each row of C are the caller's.
+                    #expect((0..<m).allSatisfy { i in c[i * ldc + n] == -7 && c[i * ldc + n + 1] == -7 })
                 }
-                var worst: Float = 0
-                for i in 0..<m { for j in 0..<n { worst = max(worst, abs(c[i * ldc + j] - 0.5 * exact[i * n + j])) } }
-                #expect(worst < 1e-5 * Float(k), "\(shape) transB \(transB) layout \(layout): max error \(worst)")
-                // Columns past n in each row of C are the caller's.
-                #expect((0..<m).allSatisfy { i in c[i * ldc + n] == -7 && c[i * ldc + n + 1] == -7 })
             }
         }
     }

@@ -48,6 +48,11 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
 /// are read). k = 0 gives zeros.
 void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
                       const float *packed, size_t ldp, float *c, size_t ldc);
+/// The widest body this CPU runs: 4 AVX-512, 3 AVX2 + FMA, 0 scalar.
+int spp_packed_isa(void);
+/// `spp_sgemm_packed` with the body of `isa` (at most `spp_packed_isa()`): tests run each.
+void spp_sgemm_packed_isa(int isa, size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
+                          const float *packed, size_t ldp, float *c, size_t ldc);
 
 /// Runs body(ctx, thread, threads) on a team of `threads` threads (the caller is
 /// thread 0) and returns when all are done: a fork and join in libgomp's pool,
