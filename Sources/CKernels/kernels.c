@@ -192,6 +192,35 @@ SPP_CLONES void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, si
     }
 }
 
+SPP_CLONES size_t spp_quantize_columns_s8(const float *w, size_t k, size_t n, int8_t *q, float *scale) {
+    // Column maxima of |w| (in scale), and whether every element is finite (|v| ≤ FLT_MAX fails for ±∞ and NaN).
+    for (size_t c = 0; c < n; c++) scale[c] = 0;
+    int finite = 1;
+    for (size_t r = 0; r < k; r++) {
+        const float *row = w + r * n;
+        for (size_t c = 0; c < n; c++) {
+            float a = __builtin_fabsf(row[c]);
+            finite &= a <= __FLT_MAX__;
+            scale[c] = a > scale[c] ? a : scale[c];
+        }
+    }
+    if (!finite) {
+        for (size_t i = 0; i < k * n; i++) if (!(__builtin_fabsf(w[i]) <= __FLT_MAX__)) return i + 1;
+    }
+    for (size_t c = 0; c < n; c++) scale[c] /= 127;
+    for (size_t r = 0; r < k; r++) {
+        const float *row = w + r * n;
+        int8_t *out = q + r * n;
+        for (size_t c = 0; c < n; c++) {
+            // |v / s| ≤ 127 up to rounding; the clamp keeps a rounding slip in range. A zero column stays 0.
+            float x = scale[c] > 0 ? __builtin_rintf(row[c] / scale[c]) : 0;
+            x = x < -127 ? -127 : x > 127 ? 127 : x;
+            out[c] = (int8_t)x;
+        }
+    }
+    return 0;
+}
+
 SPP_CLONES void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums) {
     for (size_t c = 0; c < cols; c++) sums[c] = 0;
     for (size_t r = 0; r < rows; r++) {

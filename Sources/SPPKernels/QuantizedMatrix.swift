@@ -51,24 +51,13 @@ public struct QuantizedMatrix: @unchecked Sendable {
         guard w.rank == 2 else { throw KernelError.shapeMismatch("int8 weights must be a matrix, got \(Tensor.describe(w.shape))") }
         let (k, n) = (w.shape[0], w.shape[1])
         guard k <= Self.maximumRows else { throw KernelError.invalidArgument("int8 weights with \(k) rows could overflow int32 sums (at most \(Self.maximumRows))") }
-        let src = w.pointer(as: Float.self)
-        var largest = [Float](repeating: 0, count: n)
-        for r in 0..<k {
-            for c in 0..<n {
-                let v = src[r * n + c]
-                guard v.isFinite else { throw KernelError.invalidArgument("weight [\(r), \(c)] is \(v); int8 weights must be finite") }
-                largest[c] = max(largest[c], abs(v))
-            }
-        }
         let values = Tensor(dtype: .int8, shape: [k, n])
         let scales = Tensor(dtype: .float32, shape: [n])
-        let q = values.pointer(as: Int8.self), s = scales.pointer(as: Float.self)
-        for c in 0..<n { s[c] = largest[c] / 127 }
-        for r in 0..<k {
-            for c in 0..<n {
-                // |v / s| ≤ 127 up to rounding; the clamp keeps a rounding slip in range. A zero column stays 0.
-                q[r * n + c] = s[c] > 0 ? Int8(max(-127, min(127, (src[r * n + c] / s[c]).rounded(.toNearestOrEven)))) : 0
-            }
+        let s = scales.pointer(as: Float.self)
+        let bad = spp_quantize_columns_s8(w.pointer(as: Float.self), k, n, values.pointer(as: Int8.self), s)
+        if bad > 0 {
+            let (r, c) = (bad - 1).quotientAndRemainder(dividingBy: n)
+            throw KernelError.invalidArgument("weight [\(r), \(c)] is \(w.pointer(as: Float.self)[bad - 1]); int8 weights must be finite")
         }
         for c in 0..<n { s[c] *= scale }
         return (values, scales)

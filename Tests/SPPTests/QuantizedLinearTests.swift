@@ -267,6 +267,32 @@ import SPPRuntime
         #expect(errors[0] < errors[1], "squared errors \(errors)")
     }
 
+    /// As above over rows wider than the vector loops (37 columns: whole vectors and a
+    /// remainder); the first element that is not finite, in row-major order, is named.
+    @Test func wideWeightQuantizationFollowsTheDefinitionAndNamesNonFiniteWeights() throws {
+        let (k, n) = (45, 37)
+        var rng = SplitMix64(seed: 5)
+        let w = (0..<(k * n)).map { i in i % n == 3 ? 0 : rng.signedUnit() * (1 + Float(i % n)) }
+        let (values, scales) = try QuantizedMatrix.quantize(Tensor(w, shape: [k, n]), scale: 3)
+        let q = values.pointer(as: Int8.self)
+        for c in 0..<n {
+            let s = (0..<k).map { abs(w[$0 * n + c]) }.max()! / 127
+            #expect(scales.floats[c] == s * 3, "scale of column \(c)")
+            for r in 0..<k {
+                let expected: Int8 = s == 0 ? 0 : Int8(max(-127, min(127, (w[r * n + c] / s).rounded(.toNearestOrEven))))
+                #expect(q[r * n + c] == expected, "[\(r), \(c)]")
+            }
+        }
+        for bad in [Float.nan, .infinity, -.infinity] {
+            var v = w
+            v[11 * n + 4] = bad
+            v[20 * n + 1] = bad
+            #expect(throws: KernelError.invalidArgument("weight [11, 4] is \(bad); int8 weights must be finite")) {
+                try QuantizedMatrix.quantize(Tensor(v, shape: [k, n]))
+            }
+        }
+    }
+
     @Test func badWeightsAndInputsAreTypedErrors() throws {
         #expect(throws: KernelError.self) { try QuantizedMatrix(quantizing: Tensor([Float.nan, 1], shape: [1, 2])) }
         #expect(throws: KernelError.self) { try QuantizedMatrix(quantizing: Tensor([Float(1), 2], shape: [2])) }

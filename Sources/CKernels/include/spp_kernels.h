@@ -72,6 +72,10 @@ typedef int32_t __attribute__((may_alias)) spp_aliased_int32;
 /// a row holding ±∞ or NaN gets scale NaN, so that its outputs are NaN as in float32.
 void spp_quantize_rows_u8(const float *x, size_t ldx, size_t rows, size_t cols, int32_t levels,
                           uint8_t *q, size_t ldq, float *scale, int32_t *zero);
+/// Symmetric int8 per column of w [k, n] (row-major): scale[c] = max_r |w[r, c]| / 127 and
+/// q = clamp(round-half-even(w / scale[c]), −127, 127), 0 in a zero column. Returns 0, or
+/// 1 + the row-major index of the first element that is not finite (q and scale unfinished).
+size_t spp_quantize_columns_s8(const float *w, size_t k, size_t n, int8_t *q, float *scale);
 /// sums[c] = Σ_r v[r, c] over a row-major int8 matrix (the int8 weights' column sums).
 void spp_column_sums_s8(const int8_t *v, size_t rows, size_t cols, int32_t *sums);
 /// sums[r] = Σ_c v[r, c]: the same sums over the matrix's transpose, stored unit-major.
