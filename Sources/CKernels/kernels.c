@@ -326,118 +326,93 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
 // Blocks of 6 rows × one or two panels, register-blocked: AVX2 takes one panel (12
 // accumulators of its 16 registers), AVX-512 two (12 of 32; FMA latency needs that
 // many chains in flight), one or two panel rows and 6 broadcasts of A per step of k.
-// A block with fewer rows repeats its last row (reads stay inside A) and stores
-// only its own rows and columns. Each body is inlined twice: A's columns adjacent
-// (attention) or a row apart (the refit's Mᵀ).
+// Each body is inlined twice: A's columns adjacent (attention) or a row apart (the
+// refit's Mᵀ).
 #define SPP_ROWS 6
 #define SPP_INLINE static inline __attribute__((always_inline))
 
-SPP_INLINE void spp_block_rows(const float *a, size_t rs, size_t rows, const float **ar) {
-    for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + (r < rows ? r : rows - 1) * rs;
-}
+// The loops every body shares: panels of WIDTH columns (one or two panels: p0, p1;
+// a last single panel is read as both), blocks of SPP_ROWS rows of A (ar: a partial
+// block repeats its last row, so reads stay inside A). The body fills acc (SPP_ROWS
+// rows of WIDTH, alpha applied), stored for the block's own rows and columns.
+#define SPP_SGEMM_BLOCKS(WIDTH, ...)                                                                     \
+    for (size_t j0 = 0; j0 < n; j0 += (WIDTH)) {                                                         \
+        size_t cols = n - j0 < (WIDTH) ? n - j0 : (WIDTH);                                               \
+        const float *p0 = packed + j0 * ldp, *p1 = cols > SPP_PANEL ? p0 + ldp * SPP_PANEL : p0;         \
+        (void)p1;                                                                                        \
+        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {                                                   \
+            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;                                         \
+            const float *ar[SPP_ROWS];                                                                   \
+            for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + (i0 + (r < rows ? r : rows - 1)) * rs;     \
+            float acc[SPP_ROWS * (WIDTH)];                                                               \
+            __VA_ARGS__                                                                                  \
+            for (size_t r = 0; r < rows; r++) memcpy(c + (i0 + r) * ldc + j0, acc + r * (WIDTH), cols * sizeof(float)); \
+        }                                                                                                \
+    }
 
-SPP_INLINE void spp_store_block(const float *acc, size_t width, size_t rows, size_t cols, float *c, size_t ldc) {
-    for (size_t r = 0; r < rows; r++) memcpy(c + r * ldc, acc + r * width, cols * sizeof(float));
-}
-
-// Scalar blocks: the portable fallback.
+// Scalar: the portable fallback.
 static void spp_sgemm_scalar(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
                              const float *packed, size_t ldp, float *c, size_t ldc) {
-    for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
-        size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
-        const float *panel = packed + j0 * ldp;
-        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
-            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
-            const float *ar[SPP_ROWS];
-            spp_block_rows(a + i0 * rs, rs, rows, ar);
-            float acc[SPP_ROWS * SPP_PANEL] = {0};
-            for (size_t p = 0; p < k; p++)
-                for (size_t r = 0; r < SPP_ROWS; r++)
-                    for (size_t j = 0; j < SPP_PANEL; j++) acc[r * SPP_PANEL + j] += ar[r][p * cs] * panel[p * SPP_PANEL + j];
-            for (size_t i = 0; i < SPP_ROWS * SPP_PANEL; i++) acc[i] *= alpha;
-            spp_store_block(acc, SPP_PANEL, rows, cols, c + i0 * ldc + j0, ldc);
-        }
-    }
+    SPP_SGEMM_BLOCKS(SPP_PANEL, {
+        for (size_t i = 0; i < SPP_ROWS * SPP_PANEL; i++) acc[i] = 0;
+        for (size_t p = 0; p < k; p++)
+            for (size_t r = 0; r < SPP_ROWS; r++)
+                for (size_t j = 0; j < SPP_PANEL; j++) acc[r * SPP_PANEL + j] += ar[r][p * cs] * p0[p * SPP_PANEL + j];
+        for (size_t i = 0; i < SPP_ROWS * SPP_PANEL; i++) acc[i] *= alpha;
+    })
 }
 
 #if defined(__x86_64__)
+
+// One step of k for row r: x = A[r, p] broadcast, twice an FMA into the row's two accumulators.
+#define SPP_FMA_ROW(SET1, FMA, r) x = SET1(ar[r][p * cs]); c##r##0 = FMA(x, b0, c##r##0); c##r##1 = FMA(x, b1, c##r##1);
 
 __attribute__((target("avx2,fma"))) SPP_INLINE void spp_sgemm_avx2_body(size_t m, size_t n, size_t k, float alpha, const float *a,
                                                                         size_t rs, size_t cs, const float *packed, size_t ldp,
                                                                         float *c, size_t ldc) {
     __m256 scale = _mm256_set1_ps(alpha);
-    for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
-        size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
-        const float *panel = packed + j0 * ldp;
-        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
-            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
-            const float *ar[SPP_ROWS];
-            spp_block_rows(a + i0 * rs, rs, rows, ar);
-            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-                   c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-            for (size_t p = 0; p < k; p++) {
-                __m256 b0 = _mm256_loadu_ps(panel + p * SPP_PANEL), b1 = _mm256_loadu_ps(panel + p * SPP_PANEL + 8);
-                __m256 x;
-                x = _mm256_broadcast_ss(ar[0] + p * cs); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-                x = _mm256_broadcast_ss(ar[1] + p * cs); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-                x = _mm256_broadcast_ss(ar[2] + p * cs); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-                x = _mm256_broadcast_ss(ar[3] + p * cs); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-                x = _mm256_broadcast_ss(ar[4] + p * cs); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-                x = _mm256_broadcast_ss(ar[5] + p * cs); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
-            }
-            float acc[SPP_ROWS * SPP_PANEL];
-            __m256 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-            for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm256_storeu_ps(acc + 8 * i, _mm256_mul_ps(all[i], scale));
-            spp_store_block(acc, SPP_PANEL, rows, cols, c + i0 * ldc + j0, ldc);
+    SPP_SGEMM_BLOCKS(SPP_PANEL, {
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+               c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        for (size_t p = 0; p < k; p++) {
+            __m256 b0 = _mm256_loadu_ps(p0 + p * SPP_PANEL), b1 = _mm256_loadu_ps(p0 + p * SPP_PANEL + 8), x;
+            SPP_FMA_ROW(_mm256_set1_ps, _mm256_fmadd_ps, 0) SPP_FMA_ROW(_mm256_set1_ps, _mm256_fmadd_ps, 1)
+            SPP_FMA_ROW(_mm256_set1_ps, _mm256_fmadd_ps, 2) SPP_FMA_ROW(_mm256_set1_ps, _mm256_fmadd_ps, 3)
+            SPP_FMA_ROW(_mm256_set1_ps, _mm256_fmadd_ps, 4) SPP_FMA_ROW(_mm256_set1_ps, _mm256_fmadd_ps, 5)
         }
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void spp_sgemm_avx2(size_t m, size_t n, size_t k, float alpha, const float *a,
-                                                               size_t rs, size_t cs, const float *packed, size_t ldp,
-                                                               float *c, size_t ldc) {
-    if (cs == 1) spp_sgemm_avx2_body(m, n, k, alpha, a, rs, 1, packed, ldp, c, ldc);
-    else spp_sgemm_avx2_body(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
+        __m256 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+        for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm256_storeu_ps(acc + 8 * i, _mm256_mul_ps(all[i], scale));
+    })
 }
 
 __attribute__((target("avx512f"))) SPP_INLINE void spp_sgemm_avx512_body(size_t m, size_t n, size_t k, float alpha, const float *a,
                                                                          size_t rs, size_t cs, const float *packed, size_t ldp,
                                                                          float *c, size_t ldc) {
     __m512 scale = _mm512_set1_ps(alpha);
-    for (size_t j0 = 0; j0 < n; j0 += 2 * SPP_PANEL) {
-        // Two panels at a time; a last single panel reads the first one twice and stores half.
-        size_t cols = n - j0 < 2 * SPP_PANEL ? n - j0 : 2 * SPP_PANEL;
-        const float *p0 = packed + j0 * ldp, *p1 = cols > SPP_PANEL ? p0 + ldp * SPP_PANEL : p0;
-        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
-            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
-            const float *ar[SPP_ROWS];
-            spp_block_rows(a + i0 * rs, rs, rows, ar);
-            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-                   c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-            for (size_t p = 0; p < k; p++) {
-                __m512 b0 = _mm512_loadu_ps(p0 + p * SPP_PANEL), b1 = _mm512_loadu_ps(p1 + p * SPP_PANEL);
-                __m512 x;
-                x = _mm512_set1_ps(ar[0][p * cs]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
-                x = _mm512_set1_ps(ar[1][p * cs]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
-                x = _mm512_set1_ps(ar[2][p * cs]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
-                x = _mm512_set1_ps(ar[3][p * cs]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
-                x = _mm512_set1_ps(ar[4][p * cs]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
-                x = _mm512_set1_ps(ar[5][p * cs]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
-            }
-            float acc[SPP_ROWS * 2 * SPP_PANEL];
-            __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-            for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm512_storeu_ps(acc + 16 * i, _mm512_mul_ps(all[i], scale));
-            spp_store_block(acc, 2 * SPP_PANEL, rows, cols, c + i0 * ldc + j0, ldc);
+    SPP_SGEMM_BLOCKS(2 * SPP_PANEL, {
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+               c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        for (size_t p = 0; p < k; p++) {
+            __m512 b0 = _mm512_loadu_ps(p0 + p * SPP_PANEL), b1 = _mm512_loadu_ps(p1 + p * SPP_PANEL), x;
+            SPP_FMA_ROW(_mm512_set1_ps, _mm512_fmadd_ps, 0) SPP_FMA_ROW(_mm512_set1_ps, _mm512_fmadd_ps, 1)
+            SPP_FMA_ROW(_mm512_set1_ps, _mm512_fmadd_ps, 2) SPP_FMA_ROW(_mm512_set1_ps, _mm512_fmadd_ps, 3)
+            SPP_FMA_ROW(_mm512_set1_ps, _mm512_fmadd_ps, 4) SPP_FMA_ROW(_mm512_set1_ps, _mm512_fmadd_ps, 5)
         }
-    }
+        __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+        for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm512_storeu_ps(acc + 16 * i, _mm512_mul_ps(all[i], scale));
+    })
 }
 
-__attribute__((target("avx512f"))) static void spp_sgemm_avx512(size_t m, size_t n, size_t k, float alpha, const float *a,
-                                                                size_t rs, size_t cs, const float *packed, size_t ldp,
-                                                                float *c, size_t ldc) {
-    if (cs == 1) spp_sgemm_avx512_body(m, n, k, alpha, a, rs, 1, packed, ldp, c, ldc);
-    else spp_sgemm_avx512_body(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
-}
+// A's columns adjacent (cs = 1, a constant the compiler folds in) or cs apart.
+#define SPP_SGEMM_ISA(NAME, TARGET)                                                                           \
+    __attribute__((target(TARGET))) static void spp_sgemm_##NAME(size_t m, size_t n, size_t k, float alpha,     \
+                                                                 const float *a, size_t rs, size_t cs,         \
+                                                                 const float *packed, size_t ldp, float *c, size_t ldc) { \
+        if (cs == 1) spp_sgemm_##NAME##_body(m, n, k, alpha, a, rs, 1, packed, ldp, c, ldc);                   \
+        else spp_sgemm_##NAME##_body(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);                          \
+    }
+SPP_SGEMM_ISA(avx2, "avx2,fma")
+SPP_SGEMM_ISA(avx512, "avx512f")
 #endif
 
 int spp_packed_isa(void) {

@@ -322,13 +322,13 @@ public enum Attention {
 
             for b in 0..<batch {
                 let tokens = qkv + b * seq * width
-                // The products are `spp_sgemm_packed` (no setup, whatever the head's rank), on one
-                // thread or (`split`) their rows over the threads.
-                func scoresOf(_ slot: Int, into s: UnsafeMutablePointer<Float>, panels: UnsafeMutablePointer<Float>, split: Bool) {
+                // The products are `spp_sgemm_packed` (no setup, whatever the head's rank): on the
+                // thread that took the head, or with fewer heads than threads their rows over the threads.
+                func scoresOf(_ slot: Int, into s: UnsafeMutablePointer<Float>, panels: UnsafeMutablePointer<Float>) {
                     let h = active[slot], rank = p.qkRanks[h]
                     guard rank > 0 else { return s.update(repeating: 0, count: square) }
                     spp_pack_panels(tokens + kBase + g.qkOffsets[h], width, 1, rank, seq, panels)
-                    Self.rows(seq, split: split, multiplyAddsPerRow: seq * rank) { r in
+                    Self.rows(seq, split: !byHead, multiplyAddsPerRow: seq * rank) { r in
                         spp_sgemm_packed(r.count, seq, rank, p.scale, tokens + r.lowerBound * width + g.qkOffsets[h], width, 1,
                                          panels, rank, s + r.lowerBound * seq, seq)
                     }
@@ -340,11 +340,11 @@ public enum Attention {
                                          mask: mask, bias: g.bias, b: b, h: active[slot], i: i)
                 }
                 func contextOf(_ slot: Int, from s: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>,
-                               panels: UnsafeMutablePointer<Float>, split: Bool) {
+                               panels: UnsafeMutablePointer<Float>) {
                     let h = active[slot], rank = p.voRanks[h]
                     let out = ctx + b * seq * g.voWidth + g.voOffsets[h]
                     spp_pack_panels(tokens + vBase + g.voOffsets[h], width, 0, seq, rank, panels)
-                    Self.rows(seq, split: split, multiplyAddsPerRow: seq * rank) { r in
+                    Self.rows(seq, split: !byHead, multiplyAddsPerRow: seq * rank) { r in
                         spp_sgemm_packed(r.count, rank, seq, 1, s + r.lowerBound * seq, seq, 1, panels, seq,
                                          out + r.lowerBound * g.voWidth, g.voWidth)
                         spp_scale_rows(out + r.lowerBound * g.voWidth, g.voWidth, r.count, rank, sums + r.lowerBound)
@@ -353,12 +353,12 @@ public enum Attention {
                 if byHead {
                     Parallel.forEachItem(active.count, threads: workers) { slot, thread in
                         let (s, sums, packed) = (scores + thread * square, inverseSums + thread * seq, panels + thread * packedCount)
-                        scoresOf(slot, into: s, panels: packed, split: false)
+                        scoresOf(slot, into: s, panels: packed)
                         for i in 0..<seq { softmax(slot, row: i, of: s, sums: sums) }
-                        contextOf(slot, from: s, sums: sums, panels: packed, split: false)
+                        contextOf(slot, from: s, sums: sums, panels: packed)
                     }
                 } else {
-                    for slot in active.indices { scoresOf(slot, into: scores + slot * square, panels: panels, split: true) }
+                    for slot in active.indices { scoresOf(slot, into: scores + slot * square, panels: panels) }
                     Parallel.forEachChunk(active.count * seq, minimumChunk: max(1, 4096 / max(seq, 1))) { range in
                         for r in range {
                             let (slot, i) = r.quotientAndRemainder(dividingBy: seq)
@@ -366,7 +366,7 @@ public enum Attention {
                         }
                     }
                     for slot in active.indices {
-                        contextOf(slot, from: scores + slot * square, sums: inverseSums + slot * seq, panels: panels, split: true)
+                        contextOf(slot, from: scores + slot * square, sums: inverseSums + slot * seq, panels: panels)
                     }
                 }
             }
