@@ -262,6 +262,21 @@ SPP_CLONES void spp_dequantize_rows(const spp_aliased_int32 *acc, size_t ldacc, 
     }
 }
 
+SPP_CLONES void spp_lower_int8_columns(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
+                                       const float *diagonal, float *out, size_t ld) {
+    for (size_t p = i0; p < k; p++) {
+        const int8_t *src = q + p * ldq + i0;
+        float *dst = out + (p - i0) * ld, s = scale[p];
+        // Row p of M holds columns left of its diagonal, the diagonal, then zeros.
+        size_t below = p - i0 < rows ? p - i0 : rows;
+        for (size_t r = 0; r < below; r++) dst[r] = s * (float)src[r];
+        if (below < rows) {
+            dst[below] = diagonal[p];
+            for (size_t r = below + 1; r < rows; r++) dst[r] = 0;
+        }
+    }
+}
+
 size_t spp_packed_count(size_t k, size_t n) {
     return (n + SPP_PANEL - 1) / SPP_PANEL * SPP_PANEL * k;
 }

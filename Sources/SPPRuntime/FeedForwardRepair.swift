@@ -45,36 +45,57 @@ public enum FeedForwardRepair {
     /// Rows of W per product of the blocked refit.
     static let refitBlock = 96
 
-    /// W [k, d] and b2' [d] from the kept prefixes: Z rows [k, d], M_SS [k, k] (lower
-    /// triangular, diagonal included), means [k]; offset and b2 [d]. `w`: where W goes
-    /// (float32 [k, d]; default a new tensor), so a caller can choose its memory. The
-    /// scratch (Z in panels) comes from the current `BufferPool`.
-    public static func refit(whitenedW2 z: Tensor, inverseFactor m: Tensor, mean: Tensor, offset: Tensor, b2: Tensor,
+    /// M_SS [k, k] as the file stores it: int8 values below the diagonal (those on and
+    /// above it are not read), row p times `rowScales[p]`, and the float32 diagonal.
+    public struct LowerFactor {
+        public let values: Tensor
+        public let rowScales: Tensor
+        public let diagonal: Tensor
+
+        public init(values: Tensor, rowScales: Tensor, diagonal: Tensor) {
+            self.values = values
+            self.rowScales = rowScales
+            self.diagonal = diagonal
+        }
+
+        var size: Int { diagonal.count }
+    }
+
+    /// W [k, d] and b2' [d] from the kept prefixes: Z rows [k, d], M_SS, means [k];
+    /// offset and b2 [d]. `w`: where W goes (float32 [k, d]; default a new tensor), so a
+    /// caller can choose its memory. The scratch (Z in panels, a slab of Mᵀ in float32)
+    /// comes from the current `BufferPool`.
+    public static func refit(whitenedW2 z: Tensor, inverseFactor m: LowerFactor, mean: Tensor, offset: Tensor, b2: Tensor,
                              into w: Tensor? = nil) throws -> (w2: Tensor, b2: Tensor) {
-        let k = z.shape.first ?? 0, d = b2.count
-        guard z.rank == 2, z.shape[1] == d, m.shape == [k, k], mean.count == k, offset.count == d,
-              [z, m, mean, offset, b2].allSatisfy({ $0.dtype == .float32 }) else {
-            throw RuntimeError.corruptPath("feed-forward repair data Z \(z.shape), M \(m.shape), μ \(mean.shape), offset \(offset.shape) do not fit b2 \(b2.shape)")
+        let k = m.size, d = b2.count
+        guard z.shape == [k, d], m.values.shape == [k, k], m.values.dtype == .int8, m.rowScales.count == k, mean.count == k, offset.count == d,
+              [z, m.rowScales, m.diagonal, mean, offset, b2].allSatisfy({ $0.dtype == .float32 }) else {
+            throw RuntimeError.corruptPath("feed-forward repair data Z \(z.shape), M \(m.values.dtype) \(m.values.shape) with \(m.rowScales.shape) scales and diagonal \(m.diagonal.shape), μ \(mean.shape), offset \(offset.shape) do not fit b2 \(b2.shape)")
         }
         let w = w ?? Tensor(dtype: .float32, shape: [k, d])
         precondition(w.dtype == .float32 && w.shape == [k, d], "refit output \(w.shape) for W [\(k), \(d)]")
-        let pm = m.pointer(as: Float.self)
+        let pd = m.diagonal.pointer(as: Float.self), ps = m.rowScales.pointer(as: Float.self)
         for i in 0..<k {
             // M = L⁻¹ has a positive diagonal; anything else is not a factor of a covariance.
-            guard pm[i * k + i] > 0, pm[i * k + i].isFinite else {
-                throw RuntimeError.corruptPath("feed-forward repair factor has diagonal \(pm[i * k + i]) at row \(i)")
+            guard pd[i] > 0, pd[i].isFinite else {
+                throw RuntimeError.corruptPath("feed-forward repair factor has diagonal \(pd[i]) at row \(i)")
             }
+            guard ps[i].isFinite else { throw RuntimeError.corruptPath("feed-forward repair factor has scale \(ps[i]) at row \(i)") }
         }
         // By slabs of W's rows: rows [i0, i1) take M[i0..<k, i0..<i1]ᵀ Z[i0..<k], skipping the zeros
-        // above M's diagonal (about half the flops of one k×k product, less a slab's width). CKernels' product on one thread
-        // (refits run one per task on the load's threads already): no oneDNN sgemm setup in a load.
-        let pz = z.pointer(as: Float.self), pw = w.pointer(as: Float.self)
+        // above M's diagonal (about half the flops of one k×k product, less a slab's width). The slab of
+        // Mᵀ is expanded from int8 as it is needed (M whole in float32 was k² floats of fresh memory).
+        // CKernels' product on one thread (refits run one per task on the load's threads already): no
+        // oneDNN sgemm setup in a load.
+        let pz = z.pointer(as: Float.self), pw = w.pointer(as: Float.self), pq = m.values.pointer(as: Int8.self)
         withScratch(Float.self, count: spp_packed_count(k, d)) { panels in
             spp_pack_panels(pz, d, 0, k, d, panels)
-            for i0 in stride(from: 0, to: k, by: Self.refitBlock) {
-                let rows = min(Self.refitBlock, k - i0)
-                // Mᵀ's row i is M's column i: element (i, p) at pm[p·k + i].
-                spp_sgemm_packed(rows, d, k - i0, 1, pm + i0 * k + i0, 1, k, panels + i0 * Int(SPP_PANEL), k, pw + i0 * d, d)
+            withScratch(Float.self, count: Self.refitBlock * k) { columns in
+                for i0 in stride(from: 0, to: k, by: Self.refitBlock) {
+                    let rows = min(Self.refitBlock, k - i0)
+                    spp_lower_int8_columns(k, i0, rows, pq, k, ps, pd, columns, Self.refitBlock)
+                    spp_sgemm_packed(rows, d, k - i0, 1, columns, 1, Self.refitBlock, panels + i0 * Int(SPP_PANEL), k, pw + i0 * d, d)
+                }
             }
         }
         var bias = zip(b2.floats, offset.floats).map { Double($0) + Double($1) }

@@ -302,31 +302,32 @@ public enum PathLoader {
         let b2: Tensor
     }
 
-    /// M_SS [k, k] of the repair (see `FeedForwardRepair`): the first `k` rows of the int8 chunks,
-    /// rows [a, b) stored [b − a, b], expanded, and the diagonal set from `diagonal`.
+    /// M_SS of the repair (see `FeedForwardRepair`): the first `k` rows of the int8 chunks,
+    /// rows [a, b) stored [b − a, b], into int8 [k, k] (the entries below the diagonal
+    /// written), their row scales, and `diagonal`.
     static func inverseFactor(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count k: Int, diagonal: Tensor,
-                              _ decoder: TensorDecoder, _ buffers: FrameBuffers) throws -> Tensor {
+                              _ decoder: TensorDecoder, _ buffers: FrameBuffers) throws -> FeedForwardRepair.LowerFactor {
         guard diagonal.shape == [k], diagonal.dtype == .float32 else {
             throw RuntimeError.corruptPath("repair factor diagonal \(diagonal.shape) does not fit \(k) kept units")
         }
-        let m = Tensor(dtype: .float32, shape: [k, k], zeroed: true)
-        let pm = m.pointer(as: Float.self), pd = diagonal.pointer(as: Float.self)
+        let values = Tensor(dtype: .int8, shape: [k, k]), rowScales = Tensor(dtype: .float32, shape: [k])
+        let pq = values.pointer(as: Int8.self), ps = rowScales.pointer(as: Float.self)
         var start = 0
         for (e, take) in try UnitRows.parts(reader, t, count: k) {
             let rows = e.shape[0]
-            guard e.shape == [rows, start + rows], e.dtype == .int8, e.encoding?.scales != nil else {
-                throw RuntimeError.corruptPath("repair factor chunk '\(e.name)' is \(e.dtype) \(Tensor.describe(e.shape)), not int8 rows of its \(start + rows) leading columns")
+            guard e.shape == [rows, start + rows], e.dtype == .int8, let scales = e.encoding?.scales.flatMap({ decoder.scales[$0] }),
+                  scales.count == rows, scales.dtype == .float32 else {
+                throw RuntimeError.corruptPath("repair factor chunk '\(e.name)' is \(e.dtype) \(Tensor.describe(e.shape)), not int8 rows of its \(start + rows) leading columns with a scale per row")
             }
             let width = start + rows
-            let scratch = Tensor(dtype: .float32, shape: [take, width])
-            try decoder.decode(TensorDecoder.Job(entry: e, rows: take, asValue: true, destination: scratch.rawPointer), buffers: buffers)
-            // Columns ≥ k of a kept row lie above the diagonal: zero, and not part of M_SS.
-            let ps = scratch.pointer(as: Float.self), used = min(width, k)
-            for r in 0..<take { (pm + (start + r) * k).update(from: ps + r * width, count: used) }
+            let src = try reader.decode(e, buffers: buffers).assumingMemoryBound(to: Int8.self)
+            // Columns ≥ k of a kept row lie above the diagonal: not part of M_SS.
+            let used = min(width, k)
+            for r in 0..<take { (pq + (start + r) * k).update(from: src + r * width, count: used) }
+            (ps + start).update(from: scales.pointer(as: Float.self), count: take)
             start += take
         }
-        for i in 0..<k { pm[i * k + i] = pd[i] }
-        return m
+        return FeedForwardRepair.LowerFactor(values: values, rowScales: rowScales, diagonal: diagonal)
     }
 
     /// Which node input each stored role becomes, and whether it is stored transposed

@@ -46,9 +46,18 @@ import SPPRuntime
 
     static func prefix(_ t: Tensor, _ k: Int) throws -> Tensor { try DataMovement.slice(t, starts: [0], ends: [k], axes: [0], steps: [1]) }
 
-    /// The leading k×k block of `m` as a float32 tensor.
-    static func block(_ m: [[Double]], _ k: Int) -> Tensor {
-        Tensor((0..<k).flatMap { i in (0..<k).map { j in Float(m[i][j]) } }, shape: [k, k])
+    /// The leading k×k block of a factor stored as int8 rows q [n, n] (read below the
+    /// diagonal), row scales and a float32 diagonal.
+    static func factor(_ q: [Int8], _ n: Int, scales: [Float], diagonal: [Float], _ k: Int) -> FeedForwardRepair.LowerFactor {
+        let values = Tensor(dtype: .int8, shape: [k, k])
+        let pv = values.pointer(as: Int8.self)
+        for i in 0..<k { for j in 0..<k { pv[i * k + j] = q[i * n + j] } }
+        return .init(values: values, rowScales: Tensor(Array(scales.prefix(k)), shape: [k]), diagonal: Tensor(Array(diagonal.prefix(k)), shape: [k]))
+    }
+
+    static func factor(_ stored: FeedForwardRepair.Stored, _ k: Int) -> FeedForwardRepair.LowerFactor {
+        factor(Array(stored.inverseFactor.buffer(as: Int8.self)), stored.inverseDiagonal.count, scales: stored.inverseScales.floats,
+               diagonal: stored.inverseDiagonal.floats, k)
     }
 
     /// The refit (one product W = M_SSᵀ Z_S) equals a dense solve of A_SS W = (A W2)_S with
@@ -58,8 +67,12 @@ import SPPRuntime
     func refitIsTheDenseSolveOfItsCovariance(_ shape: (Int, Int)) throws {
         let (n, d) = shape
         var rng = SplitMix64(seed: UInt64(n * 100 + d))
-        // Well conditioned: a dominant positive diagonal.
-        let m: [[Double]] = (0..<n).map { i in (0..<n).map { j in j < i ? Double(rng.signedUnit()) * 0.3 : j == i ? 1 + Double(abs(rng.signedUnit())) : 0 } }
+        // Well conditioned: a dominant positive diagonal; int8 values times a row scale below it, as stored
+        // (the entries on and above the diagonal hold junk the refit must not read).
+        let q = (0..<(n * n)).map { _ in Int8(rng.signedUnit() * 127) }
+        let scales = (0..<n).map { _ in 0.3 / 127 * (0.5 + abs(rng.signedUnit())) }
+        let diagonal = (0..<n).map { _ in 1 + abs(rng.signedUnit()) }
+        let m: [[Double]] = (0..<n).map { i in (0..<n).map { j in j < i ? Double(Float(q[i * n + j]) * scales[i]) : j == i ? Double(diagonal[i]) : 0 } }
         let w2 = (0..<n).map { _ in (0..<d).map { _ in Double(rng.signedUnit()) } }
         let mean = (0..<n).map { _ in rng.signedUnit() }
         let b2 = (0..<d).map { _ in rng.signedUnit() }
@@ -79,7 +92,7 @@ import SPPRuntime
         for c in 0..<d { offset[c] = Float((0..<n).reduce(0.0) { $0 + Double(mean[$1]) * w2[$1][c] }) }
         let tz = Tensor(z.flatMap { row in row.map { Float($0) } }, shape: [n, d]), tmean = Tensor(mean, shape: [n])
         for k in [0, 1, n / 2, n - 1, n] {
-            let (w, b) = try FeedForwardRepair.refit(whitenedW2: try Self.prefix(tz, k), inverseFactor: Self.block(m, k), mean: try Self.prefix(tmean, k),
+            let (w, b) = try FeedForwardRepair.refit(whitenedW2: try Self.prefix(tz, k), inverseFactor: Self.factor(q, n, scales: scales, diagonal: diagonal, k), mean: try Self.prefix(tmean, k),
                                                      offset: Tensor(offset, shape: [d]), b2: Tensor(b2, shape: [d]))
             #expect(w.shape == [k, d] && b.shape == [d])
             let ass = (0..<k).map { i in Array(a[i].prefix(k)) }
@@ -109,15 +122,20 @@ import SPPRuntime
     @Test func refitRejectsBadShapesAndFactors() throws {
         let (k, d) = (4, 3)
         func t(_ shape: [Int], _ value: Float = 0.5) -> Tensor { Tensor([Float](repeating: value, count: shape.reduce(1, *)), shape: shape) }
-        func refit(z: Tensor = t([k, d]), m: Tensor = t([k, k]), mean: Tensor = t([k]), offset: Tensor = t([d])) throws {
-            _ = try FeedForwardRepair.refit(whitenedW2: z, inverseFactor: m, mean: mean, offset: offset, b2: t([d]))
+        let int8 = Tensor(dtype: .int8, shape: [k, k], zeroed: true)
+        func refit(z: Tensor = t([k, d]), values: Tensor = int8, scales: Tensor = t([k]), diagonal: Tensor = t([k]),
+                   mean: Tensor = t([k]), offset: Tensor = t([d])) throws {
+            _ = try FeedForwardRepair.refit(whitenedW2: z, inverseFactor: .init(values: values, rowScales: scales, diagonal: diagonal),
+                                            mean: mean, offset: offset, b2: t([d]))
         }
         try refit()
         let bad: [() throws -> Void] = [
-            { try refit(z: t([k, d + 1])) }, { try refit(z: t([k * d])) }, { try refit(m: t([k, k + 1])) }, { try refit(m: t([k + 1, k + 1])) },
-            { try refit(m: t([k * k])) }, { try refit(mean: t([k - 1])) }, { try refit(offset: t([d + 2])) },
-            { try refit(m: t([k, k], 0)) }, { try refit(m: t([k, k], -1)) }, { try refit(m: t([k, k], .nan)) },
-            { try refit(z: Tensor(dtype: .float16, shape: [k, d], zeroed: true)) },
+            { try refit(z: t([k, d + 1])) }, { try refit(z: t([k * d])) }, { try refit(values: t([k, k])) },
+            { try refit(values: Tensor(dtype: .int8, shape: [k, k + 1], zeroed: true)) },
+            { try refit(values: Tensor(dtype: .int8, shape: [k * k], zeroed: true)) }, { try refit(scales: t([k + 1])) },
+            { try refit(diagonal: t([k + 1])) }, { try refit(mean: t([k - 1])) }, { try refit(offset: t([d + 2])) },
+            { try refit(diagonal: t([k], 0)) }, { try refit(diagonal: t([k], -1)) }, { try refit(diagonal: t([k], .nan)) },
+            { try refit(scales: t([k], .infinity)) }, { try refit(z: Tensor(dtype: .float16, shape: [k, d], zeroed: true)) },
         ]
         for (i, call) in bad.enumerated() {
             do {
@@ -166,7 +184,7 @@ import SPPRuntime
             }
         }
         for k in [0, 1, 4, 9, 10] {
-            let (w, b) = try FeedForwardRepair.refit(whitenedW2: try Self.prefix(stored.whitenedW2, k), inverseFactor: Self.block(m, k),
+            let (w, b) = try FeedForwardRepair.refit(whitenedW2: try Self.prefix(stored.whitenedW2, k), inverseFactor: Self.factor(stored, k),
                                                      mean: try Self.prefix(stored.mean, k), offset: stored.offset, b2: Tensor(b2, shape: [d]))
             // Reference: A_SS W = (A W2)_S with A = C + λI, in the original neuron numbering.
             let s = Array(order.prefix(k))

@@ -48,6 +48,12 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
 /// are read). k = 0 gives zeros.
 void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
                       const float *packed, size_t ldp, float *c, size_t ldc);
+/// Columns i0 … i0 + rows − 1 of a lower-triangular k × k M from its row i0 on, as float32
+/// out[(p − i0)·ld + r] = M[p, i0 + r] (rows of Mᵀ, which spp_sgemm_packed reads with
+/// rs = 1, cs = ld). M is stored as int8 values below the diagonal (row p at q + p·ldq,
+/// times scale[p]) and its float32 diagonal: only q's entries left of the diagonal are read.
+void spp_lower_int8_columns(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
+                            const float *diagonal, float *out, size_t ld);
 /// The widest body this CPU runs: 4 AVX-512, 3 AVX2 + FMA, 0 scalar.
 int spp_packed_isa(void);
 /// `spp_sgemm_packed` with the body of `isa` (at most `spp_packed_isa()`): tests run each.
