@@ -1,4 +1,5 @@
 #include "spp_kernels.h"
+#include "spp_storage.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -284,26 +285,25 @@ size_t spp_packed_count(size_t k, size_t n) {
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-// Columns j0 + [0, 8) × rows p0 + [0, 8) of a transposed B (its columns are rows in
-// memory) into the panel: one 8 × 8 transpose in registers.
-__attribute__((target("avx2"))) static void spp_pack_tile_8x8(const float *b, size_t ldb, float *panel_rows) {
-    __m256 r0 = _mm256_loadu_ps(b), r1 = _mm256_loadu_ps(b + ldb), r2 = _mm256_loadu_ps(b + 2 * ldb),
-           r3 = _mm256_loadu_ps(b + 3 * ldb), r4 = _mm256_loadu_ps(b + 4 * ldb), r5 = _mm256_loadu_ps(b + 5 * ldb),
-           r6 = _mm256_loadu_ps(b + 6 * ldb), r7 = _mm256_loadu_ps(b + 7 * ldb);
+// out[c · ldo + i] = rows[i][c] for i, c < 8: one 8 × 8 transpose in registers.
+__attribute__((target("avx2"))) static void spp_transpose_8x8(const float *const rows[8], float *out, size_t ldo) {
+    __m256 r0 = _mm256_loadu_ps(rows[0]), r1 = _mm256_loadu_ps(rows[1]), r2 = _mm256_loadu_ps(rows[2]),
+           r3 = _mm256_loadu_ps(rows[3]), r4 = _mm256_loadu_ps(rows[4]), r5 = _mm256_loadu_ps(rows[5]),
+           r6 = _mm256_loadu_ps(rows[6]), r7 = _mm256_loadu_ps(rows[7]);
     __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
            t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
            t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
     __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44),
            u3 = _mm256_shuffle_ps(t1, t3, 0xEE), u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
            u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(panel_rows + 0 * SPP_PANEL, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(panel_rows + 1 * SPP_PANEL, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(panel_rows + 2 * SPP_PANEL, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(panel_rows + 3 * SPP_PANEL, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(panel_rows + 4 * SPP_PANEL, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(panel_rows + 5 * SPP_PANEL, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(panel_rows + 6 * SPP_PANEL, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(panel_rows + 7 * SPP_PANEL, _mm256_permute2f128_ps(u3, u7, 0x31));
+    _mm256_storeu_ps(out + 0 * ldo, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + 1 * ldo, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 2 * ldo, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 3 * ldo, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 4 * ldo, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 5 * ldo, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 6 * ldo, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 7 * ldo, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 #endif
 
@@ -319,8 +319,11 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
             if (spp_packed_isa() >= 3) {
                 tiled_cols = cols / 8 * 8, tiled_rows = k / 8 * 8;
                 for (size_t j = 0; j < tiled_cols; j += 8)
-                    for (size_t p = 0; p < tiled_rows; p += 8)
-                        spp_pack_tile_8x8(b + (j0 + j) * ldb + p, ldb, panel + p * SPP_PANEL + j);
+                    for (size_t p = 0; p < tiled_rows; p += 8) {
+                        const float *rows[8];
+                        for (size_t i = 0; i < 8; i++) rows[i] = b + (j0 + j + i) * ldb + p;
+                        spp_transpose_8x8(rows, panel + p * SPP_PANEL + j, SPP_PANEL);
+                    }
             }
 #endif
             for (size_t j = 0; j < cols; j++) {
@@ -437,6 +440,45 @@ int spp_packed_isa(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 3;
 #endif
     return 0;
+}
+
+// Tiles of one 64-byte cache line each way (16 × 16 four-byte elements, 64 × 64
+// bytes): the lines read and the lines written stay in L1 while the tile is moved;
+// with AVX2, a 4-byte tile moves as 8 × 8 transposes in registers.
+#define GATHER_TRANSPOSE(T, TILE, ...)                                                 \
+    for (size_t j0 = 0; j0 < n; j0 += TILE) {                                                \
+        size_t j1 = j0 + TILE < n ? j0 + TILE : n;                                           \
+        for (size_t c0 = 0; c0 < cols; c0 += TILE) {                                         \
+            size_t c1 = c0 + TILE < cols ? c0 + TILE : cols;                                 \
+            const T *row[TILE];                                                              \
+            for (size_t j = j0; j < j1; j++) row[j - j0] = in + (size_t)(order ? order[j] : (int64_t)j) * cols; \
+            __VA_ARGS__                                                                      \
+            for (size_t j = j0; j < j1; j++)                                                 \
+                for (size_t c = c0; c < c1; c++) out[c * ldo + j] = row[j - j0][c];          \
+        }                                                                                    \
+    }
+
+void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out, size_t ldo) {
+#if defined(__x86_64__)
+    if (spp_packed_isa() >= 3) {
+        // Whole tiles in registers (then `continue`), the ragged edges by the loop below.
+        GATHER_TRANSPOSE(uint32_t, 16, if (j1 - j0 == 16 && c1 - c0 == 16) {
+            for (size_t j = 0; j < 16; j += 8)
+                for (size_t c = 0; c < 16; c += 8) {
+                    const float *rows[8];
+                    for (size_t i = 0; i < 8; i++) rows[i] = (const float *)row[j + i] + c0 + c;
+                    spp_transpose_8x8(rows, (float *)out + (c0 + c) * ldo + j0 + j, ldo);
+                }
+            continue;
+        })
+        return;
+    }
+#endif
+    GATHER_TRANSPOSE(uint32_t, 16)
+}
+
+void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out, size_t ldo) {
+    GATHER_TRANSPOSE(uint8_t, 64)
 }
 
 void spp_sgemm_packed_isa(int isa, size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,

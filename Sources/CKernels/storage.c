@@ -53,28 +53,6 @@ SPP_CLONES void spp_int8_to_float(const int8_t *q, const float *scales, int per_
     }
 }
 
-// Tiles of one 64-byte cache line each way (16 × 16 four-byte elements, 64 × 64
-// bytes): the lines read and the lines written stay in L1 while the tile is moved.
-#define GATHER_TRANSPOSE(T, TILE)                                                            \
-    for (size_t j0 = 0; j0 < n; j0 += TILE) {                                                \
-        size_t j1 = j0 + TILE < n ? j0 + TILE : n;                                           \
-        for (size_t c0 = 0; c0 < cols; c0 += TILE) {                                         \
-            size_t c1 = c0 + TILE < cols ? c0 + TILE : cols;                                 \
-            for (size_t j = j0; j < j1; j++) {                                               \
-                const T *row = in + (size_t)(order ? order[j] : (int64_t)j) * cols;          \
-                for (size_t c = c0; c < c1; c++) out[c * n + j] = row[c];                    \
-            }                                                                                \
-        }                                                                                    \
-    }
-
-void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out) {
-    GATHER_TRANSPOSE(uint32_t, 16)
-}
-
-void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out) {
-    GATHER_TRANSPOSE(uint8_t, 64)
-}
-
 int omp_get_thread_num(void);
 
 struct spp_items {

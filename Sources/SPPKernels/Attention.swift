@@ -50,27 +50,22 @@ public enum Attention {
 
         /// Checks types and shapes against the hidden size and the ranks.
         func check(hidden: Int, _ p: Parameters) throws {
-            if let t = [wq, bq, wk, bk, wv, bv, wo, bo].first(where: { $0.dtype != .float32 }) {
-                throw KernelError.unsupportedDType(t.dtype, reason: "spp.Attention runs in float32")
-            }
-            func check(_ what: String, _ t: Tensor, _ shape: [Int]) throws {
-                guard t.shape == shape else {
-                    throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected \(Tensor.describe(shape))")
-                }
-            }
-            func checkBias(_ what: String, _ t: Tensor, _ n: Int) throws {
-                guard t.count == n, t.rank <= 1 || t.shape.dropLast().allSatisfy({ $0 == 1 }) else {
-                    throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected [\(n)]")
-                }
-            }
-            try check("Wq", wq, [hidden, p.qkWidth])
-            try check("Wk", wk, [hidden, p.qkWidth])
-            try check("Wv", wv, [hidden, p.voWidth])
-            try check("Wo", wo, [p.voWidth, hidden])
-            try checkBias("bq", bq, p.qkWidth)
-            try checkBias("bk", bk, p.qkWidth)
-            try checkBias("bv", bv, p.voWidth)
-            try checkBias("bo", bo, hidden)
+            try Attention.check(matrices: [("Wq", wq, [hidden, p.qkWidth]), ("Wk", wk, [hidden, p.qkWidth]), ("Wv", wv, [hidden, p.voWidth]),
+                                           ("Wo", wo, [p.voWidth, hidden])],
+                                biases: [("bq", bq, p.qkWidth), ("bk", bk, p.qkWidth), ("bv", bv, p.voWidth), ("bo", bo, hidden)])
+        }
+    }
+
+    /// Float32 weights of the shapes given, and biases of as many elements (any leading ones).
+    static func check(matrices: [(String, Tensor, [Int])], biases: [(String, Tensor, Int)]) throws {
+        if let t = (matrices.map(\.1) + biases.map(\.1)).first(where: { $0.dtype != .float32 }) {
+            throw KernelError.unsupportedDType(t.dtype, reason: "spp.Attention runs in float32")
+        }
+        for (what, t, shape) in matrices where t.shape != shape {
+            throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected \(Tensor.describe(shape))")
+        }
+        for (what, t, n) in biases where t.count != n || !(t.rank <= 1 || t.shape.dropLast().allSatisfy({ $0 == 1 })) {
+            throw KernelError.shapeMismatch("spp.Attention \(what) is \(Tensor.describe(t.shape)), expected [\(n)]")
         }
     }
 
@@ -87,12 +82,18 @@ public enum Attention {
         public var hidden: Int { wo.columns }
 
         public init(_ w: Weights, _ p: Parameters) throws {
-            let hidden = w.bo.count
-            try w.check(hidden: hidden, p)
-            qkv = try Projection(weights: DataMovement.concat([w.wq, w.wk, w.wv], axis: 1),
-                                 bias: DataMovement.concat([w.bq, w.bk, w.bv].map { $0.reshaped([$0.count]) }, axis: 0))
-            wo = try Projection(weights: w.wo, bias: w.bo)
-            bo = w.bo.reshaped([hidden])
+            try w.check(hidden: w.bo.count, p)
+            try self.init(qkv: DataMovement.concat([w.wq, w.wk, w.wv], axis: 1), bq: w.bq, bk: w.bk, bv: w.bv, wo: w.wo, bo: w.bo, p)
+        }
+
+        /// From `[Wq | Wk | Wv]` already side by side (`qkv [D, 2·Σqk + Σvo]`, as a loader reads them).
+        public init(qkv: Tensor, bq: Tensor, bk: Tensor, bv: Tensor, wo: Tensor, bo: Tensor, _ p: Parameters) throws {
+            let hidden = bo.count
+            try Attention.check(matrices: [("[Wq | Wk | Wv]", qkv, [hidden, 2 * p.qkWidth + p.voWidth]), ("Wo", wo, [p.voWidth, hidden])],
+                                biases: [("bq", bq, p.qkWidth), ("bk", bk, p.qkWidth), ("bv", bv, p.voWidth), ("bo", bo, hidden)])
+            self.qkv = try Projection(weights: qkv, bias: DataMovement.concat([bq, bk, bv].map { $0.reshaped([$0.count]) }, axis: 0))
+            self.wo = try Projection(weights: wo, bias: bo)
+            self.bo = bo.reshaped([hidden])
             (qkWidth, voWidth) = (p.qkWidth, p.voWidth)
         }
     }

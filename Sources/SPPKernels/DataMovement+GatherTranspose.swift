@@ -13,21 +13,23 @@ extension DataMovement {
     }
 
     /// The same from and into raw memory: `x` holds `rows × columns` elements of
-    /// `dtype`, `out` room for `columns × order.count` (or `× rows`).
+    /// `dtype`, `out` `columns` rows of `ld` elements (default `order.count`, or
+    /// `rows`), of which the first `order.count` (or `rows`) are written.
     public static func gatherTransposed(_ x: UnsafeRawPointer, rows: Int, columns: Int, dtype: DType, order: [Int64]?,
-                                        into out: UnsafeMutableRawPointer) throws {
+                                        into out: UnsafeMutableRawPointer, ld: Int? = nil) throws {
         guard dtype.size == 4 || dtype.size == 1 else {
             throw KernelError.unsupportedDType(dtype, reason: "gatherTransposed moves 4- or 1-byte elements")
         }
         if let order, let bad = order.first(where: { $0 < 0 || $0 >= rows }) {
             throw KernelError.invalidArgument("row \(bad) is out of range for \(rows) rows")
         }
-        let n = order?.count ?? rows
+        let n = order?.count ?? rows, ld = ld ?? n
+        precondition(ld >= n, "gatherTransposed into rows of \(ld) for \(n) columns")
         func run(_ o: UnsafePointer<Int64>?) {
             if dtype.size == 4 {
-                spp_gather_transpose_32(x.assumingMemoryBound(to: UInt32.self), columns, o, n, out.assumingMemoryBound(to: UInt32.self))
+                spp_gather_transpose_32(x.assumingMemoryBound(to: UInt32.self), columns, o, n, out.assumingMemoryBound(to: UInt32.self), ld)
             } else {
-                spp_gather_transpose_8(x.assumingMemoryBound(to: UInt8.self), columns, o, n, out.assumingMemoryBound(to: UInt8.self))
+                spp_gather_transpose_8(x.assumingMemoryBound(to: UInt8.self), columns, o, n, out.assumingMemoryBound(to: UInt8.self), ld)
             }
         }
         if let order { order.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }

@@ -9,11 +9,11 @@ import SPPKernels
 struct KernelWeights {
     let constants: [String: Tensor]
     let int8: [String: Int8Weight]
-    let packed: PackedInt8Weights
+    let packed: PackedWeights
     /// Bytes of what the kernel holds, as counted by `hold` and `constant`.
     private(set) var heldBytes = 0
 
-    init(constants: [String: Tensor], int8: [String: Int8Weight], packed: PackedInt8Weights) {
+    init(constants: [String: Tensor], int8: [String: Int8Weight], packed: PackedWeights) {
         self.constants = constants
         self.int8 = int8
         self.packed = packed
@@ -21,7 +21,7 @@ struct KernelWeights {
 
     /// The `[Wq | Wk | Wv]` the loader packed for attention node `node`.
     mutating func queryKeyValue(_ node: Node) -> QuantizedMatrix? {
-        packed.queryKeyValue[node.name].map { hold($0) }
+        packed.int8QueryKeyValue[node.name].map { hold($0) }
     }
 
     /// Input `i` of `node` as int8 values `[K, N]` of a product with `N` outputs
@@ -39,7 +39,7 @@ struct KernelWeights {
 
     /// `parts` as the matrix the int8 GEMM reads.
     mutating func matrix(_ node: Node, _ i: Int, transposed: Bool = false, scale: Float = 1) throws -> QuantizedMatrix? {
-        if !transposed, scale == 1, let m = node.input(i).flatMap({ packed.matrices[$0] }) { return hold(m) }
+        if !transposed, scale == 1, let m = node.input(i).flatMap({ packed.int8Matrices[$0] }) { return hold(m) }
         guard let p = try parts(node, i, transposed: transposed, scale: scale) else { return nil }
         return hold(try QuantizedMatrix(values: p.values, scales: p.scales))
     }

@@ -69,7 +69,8 @@ public final class Model: @unchecked Sendable {
     /// The program and what loading it read; the loaded graph is released on return.
     private static func build(_ reader: SPPReader, keep: Double, repair: Bool, options: RuntimeOptions) throws
         -> (Program, [LookupSource], Int, Int, [(stage: String, seconds: Double)]) {
-        var loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.loadThreads)
+        var loaded = try PathLoader.load(reader, keep: keep, repair: repair, weights: options.weights ?? .fp32, threads: options.loadThreads,
+                                         joinQueryKeyValue: true)
         var clock = StageClock()
         let tables = try reader.lookupTables.map { try LookupSource(reader: reader, table: $0) }
         // The program gets the only copy of the graph, so that it can drop each weight a kernel takes over.

@@ -40,8 +40,8 @@ public enum PathLoader {
         /// GEMM weights the file stores in int8 outside the pairs, kept so when loading for int8 weights.
         public var int8Weights: [String: Int8Weight]
         /// The pairs' int8 GEMM weights, packed for the int8 kernels as they were read,
-        /// and refit W2s quantized after their refit.
-        public var packed: PackedInt8Weights
+        /// refit W2s quantized after their refit, and float32 `[Wq | Wk | Wv]` read side by side.
+        public var packed: PackedWeights
         /// Stored (compressed) bytes read, and the bytes they decompressed to.
         public var bytesRead: Int
         public var bytesDecoded: Int
@@ -68,8 +68,10 @@ public enum PathLoader {
     /// and a refit W2 is quantized here as the program would; otherwise every stored
     /// precision is expanded to float32.
     /// `threads`: threads that read, decompress and pack (0: one per core).
+    /// `joinQueryKeyValue`: float32 Wq, Wk and Wv are read side by side into the matrix
+    /// the float32 attention kernel takes (`packed.float32QueryKeyValue`), not into the graph.
     public static func load(_ reader: SPPReader, keep: Double, repair: Bool = true, weights: WeightPrecision = .fp32,
-                            threads: Int = 0) throws -> Loaded {
+                            threads: Int = 0, joinQueryKeyValue: Bool = false) throws -> Loaded {
         guard let path = reader.pruningPath ?? (keep == 1 ? PruningPath(method: "none", pairs: [], prunableParameters: 0, fixedParameters: 0) : nil) else {
             throw RuntimeError.noPruningPath
         }
@@ -125,15 +127,42 @@ public enum PathLoader {
             }
             pairRows.append(rows)
         }
+        var packedWeights = PackedWeights()
+        var pairsOfNode: [String: [Int]] = [:]
+        for (p, pair) in path.pairs.enumerated() { pairsOfNode[pair.node, default: []].append(p) }
+        let nodesInOrder = pairsOfNode.sorted { $0.value[0] < $1.value[0] }
+        // Float32 Wq, Wk and Wv are read into one [Wq | Wk | Wv] per node, the matrix the kernel's
+        // single projection takes: joining them after reading wrote them twice, the second time into
+        // fresh memory (4.5 ms of a 29 ms load at keep 1).
+        if joinQueryKeyValue && weights != .int8 {
+            for (node, pairs) in nodesInOrder {
+                let parts = ["wq", "wk", "wv"].compactMap { role -> (pair: Int, t: PrunablePair.UnitTensor, rows: UnitRows)? in
+                    for p in pairs { if let rows = pairRows[p][role], let t = path.pairs[p].tensors.first(where: { $0.role == role }) { return (p, t, rows) } }
+                    return nil
+                }
+                guard parts.count == 3, parts.allSatisfy({ !$0.rows.int8 && $0.rows.layout?.transpose == true && $0.rows.width == parts[0].rows.width }) else { continue }
+                let matrix = Tensor(dtype: .float32, shape: [parts[0].rows.width, parts.reduce(0) { $0 + $1.rows.units }])
+                var offset = 0
+                let inputs = graph.nodes[nodeIndex[node]!].inputs
+                for part in parts {
+                    guard let input = roles(path.pairs[part.pair].kind).first(where: { $0.0 == part.t.role })?.1, input < inputs.count else {
+                        throw RuntimeError.corruptPath("pair of node '\(node)' stores '\(part.t.role)' for an input the node lacks")
+                    }
+                    pairRows[part.pair][part.t.role] = try UnitRows(reader, part.t, count: part.rows.count, int8: false, layout: part.rows.layout,
+                                                                    into: .init(matrix: matrix, offset: offset))
+                    packedWeights.shapes[inputs[input]] = [part.rows.width, part.rows.units]
+                    offset += part.rows.units
+                }
+                packedWeights.float32QueryKeyValue[node] = matrix
+            }
+        }
 
         // Int8 rows are packed for the int8 kernels as they are read (`Int8Pack`): an attention
         // node's [Wq | Wk | Wv] as one matrix, Wo, W1 and W2 each alone. Int8 rows that cannot
         // be so (scales across the wrong axis, a projection of [Wq | Wk | Wv] not in int8) are
         // read as float32 values, which the program quantizes.
         var packs: [(pack: Int8Pack, node: Int, roles: [PairRole])] = []
-        var pairsOfNode: [String: [Int]] = [:]
-        for (p, pair) in path.pairs.enumerated() { pairsOfNode[pair.node, default: []].append(p) }
-        for (node, pairs) in pairsOfNode.sorted(by: { $0.value[0] < $1.value[0] }) {
+        for (node, pairs) in nodesInOrder {
             let placed = pairs.flatMap { p in pairRows[p].keys.map { PairRole(pair: p, role: $0) } }
             func pack(_ roles: [String], unitMajor: Bool) {
                 let found = roles.compactMap { r in placed.first { $0.role == r } }
@@ -246,7 +275,6 @@ public enum PathLoader {
                 graph.initializers[e.name] = tensor
             }
         }
-        var packedWeights = PackedInt8Weights()
         for (k, (pack, i, placed)) in packs.enumerated() {
             let node = graph.nodes[i]
             guard let matrix = packed[k] else { throw RuntimeError.corruptPath("int8 weights of node '\(node.name)' were not read") }
@@ -256,7 +284,7 @@ public enum PathLoader {
                 }
                 return node.inputs[input]
             }
-            if inputs.count == 1 { packedWeights.matrices[inputs[0]] = matrix } else { packedWeights.queryKeyValue[node.name] = matrix }
+            if inputs.count == 1 { packedWeights.int8Matrices[inputs[0]] = matrix } else { packedWeights.int8QueryKeyValue[node.name] = matrix }
             for (part, name) in zip(pack.parts, inputs) {
                 packedWeights.shapes[name] = pack.unitMajor ? [part.width, part.units] : [part.units, part.width]
             }
@@ -270,7 +298,7 @@ public enum PathLoader {
                 case let .float(w2):
                     values["w2"] = w2
                 case let .int8(w2):
-                    packedWeights.matrices[node.inputs[3]] = w2
+                    packedWeights.int8Matrices[node.inputs[3]] = w2
                     packedWeights.shapes[node.inputs[3]] = [w2.rows, w2.columns]
                 }
                 graph.initializers[node.inputs[4]] = refit.b2

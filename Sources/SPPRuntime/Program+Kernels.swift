@@ -281,24 +281,28 @@ extension Program {
     /// The float32 kernel of an `spp.Attention` or `spp.FeedForward` node whose
     /// weights are constants: they are prepared here, once (`Attention.PreparedWeights`,
     /// `FeedForward.PreparedWeights`). Nil for other nodes, which get `makeKernel`'s.
-    static func float32Kernel(_ node: Node, _ constants: [String: Tensor]) throws -> KernelFunction? {
-        guard let inputs = preparedInputs(node.op) else { return nil }
-        let weights = inputs.compactMap { node.input($0).flatMap { constants[$0] } }
-        guard weights.count == inputs.count, weights.allSatisfy({ $0.dtype == .float32 }) else { return nil }
+    /// `queryKeyValue`: an attention node's `[Wq | Wk | Wv]` the loader read side by side (the constants lack them).
+    static func float32Kernel(_ node: Node, _ constants: [String: Tensor], queryKeyValue: Tensor? = nil) throws -> KernelFunction? {
+        guard var inputs = preparedInputs(node.op) else { return nil }
+        typealias In = AttentionAttributes.Input
+        if queryKeyValue != nil { inputs.removeAll { [In.wq, .wk, .wv].map(\.rawValue).contains($0) } }
+        let weights = Dictionary(uniqueKeysWithValues: inputs.compactMap { i in node.input(i).flatMap { constants[$0] }.map { (i, $0) } })
+        guard weights.count == inputs.count, weights.values.allSatisfy({ $0.dtype == .float32 }) else { return nil }
         do {
             switch node.op {
             case .attention:
-                typealias In = AttentionAttributes.Input
                 let a = try node.attentionAttributes()
                 let p = Attention.Parameters(qkRanks: a.qkRanks, voRanks: a.voRanks, scale: a.scale, causal: a.causal)
-                let prepared = try Attention.PreparedWeights(Attention.Weights(wq: weights[0], bq: weights[1], wk: weights[2], bk: weights[3],
-                                                                             wv: weights[4], bv: weights[5], wo: weights[6], bo: weights[7]), p)
+                func w(_ i: In) -> Tensor { weights[i.rawValue]! }
+                let prepared = try queryKeyValue.map { try Attention.PreparedWeights(qkv: $0, bq: w(.bq), bk: w(.bk), bv: w(.bv), wo: w(.wo), bo: w(.bo), p) }
+                    ?? Attention.PreparedWeights(Attention.Weights(wq: w(.wq), bq: w(.bq), wk: w(.wk), bk: w(.bk), wv: w(.wv), bv: w(.bv),
+                                                                   wo: w(.wo), bo: w(.bo)), p)
                 return { args in
                     func optional(_ i: In) -> Tensor? { i.rawValue < args.count ? args[i.rawValue] : nil }
                     return [try Attention.run(try required(args, In.x.rawValue), prepared, mask: optional(.mask), bias: optional(.bias), p)]
                 }
             case .feedForward:
-                let prepared = try FeedForward.PreparedWeights(w1: weights[0], b1: weights[1], w2: weights[2], b2: weights[3],
+                let prepared = try FeedForward.PreparedWeights(w1: weights[1]!, b1: weights[2]!, w2: weights[3]!, b2: weights[4]!,
                                                                activation: try feedForwardActivation(node))
                 return { args in [try FeedForward.run(try required(args, 0), prepared)] }
             default:

@@ -104,7 +104,7 @@ public final class Program: @unchecked Sendable {
     /// runs in float32 gets them dequantized. `packed`: the fused nodes' int8
     /// weights, already packed; only their int8 kernels can take them.
     public init(graph: consuming Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:],
-                int8Weights: [String: Int8Weight] = [:], packed: PackedInt8Weights = .init()) throws {
+                int8Weights: [String: Int8Weight] = [:], packed: PackedWeights = .init()) throws {
         try graph.verify(alsoDefined: Set(lookupTables.keys).union(int8Weights.keys).union(packed.shapes.keys))
         self.lookupTables = lookupTables
         self.options = options
@@ -134,17 +134,22 @@ public final class Program: @unchecked Sendable {
                 if let prepared = try Program.int8Kernel(node, &weights, options) {
                     kernel = prepared
                     heldBytes += weights.heldBytes
-                } else if let name = node.inputs.first(where: { packed.shapes[$0] != nil }) {
-                    throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: "its int8 weights '\(name)' were packed, but it has no int8 kernel")
+                } else if packed.holdsInt8(of: node) {
+                    throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: "its int8 weights were packed, but it has no int8 kernel")
                 } else {
                     // A float32 kernel: weights stored in int8 become values.
                     for name in node.inputs where graph.initializers[name] == nil {
                         if let w = int8Weights[name] { graph.initializers[name] = w.dequantized() }
                     }
-                    kernel = try Program.float32Kernel(node, graph.initializers)
+                    let qkv = packed.float32QueryKeyValue[node.name]
+                    kernel = try Program.float32Kernel(node, graph.initializers, queryKeyValue: qkv)
                     if kernel != nil {
                         heldBytes += (Program.preparedInputs(node.op) ?? []).compactMap { node.input($0).flatMap { graph.initializers[$0]?.byteCount } }.reduce(0, +)
+                            + (qkv?.byteCount ?? 0)
                     }
+                }
+                if kernel == nil, packed.float32QueryKeyValue[node.name] != nil {
+                    throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: "its [Wq | Wk | Wv] was read side by side, but its float32 kernel could not take it")
                 }
                 if kernel != nil { taken = Set(Program.preparedInputs(node.op) ?? []) }
             }

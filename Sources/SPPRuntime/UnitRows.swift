@@ -15,11 +15,19 @@ struct UnitRows {
         var transpose: Bool
     }
 
+    /// Columns [offset, offset + units) of a wider float32 matrix `[width, N]`: where
+    /// transposed rows go when they share a matrix with others (`[Wq | Wk | Wv]`).
+    struct ColumnBlock {
+        let matrix: Tensor
+        let offset: Int
+    }
+
     /// float32 values in `layout` (unit-major without one), filled by `read`; nil
-    /// for int8 rows, which `Int8Pack` reads instead.
+    /// for int8 rows, which `Int8Pack` reads instead, and for rows read into `block`.
     let values: Tensor?
+    let block: ColumnBlock?
     /// Rows kept int8 (read by `Int8Pack`).
-    var int8: Bool { values == nil }
+    let int8: Bool
     /// For int8 rows with a scale per column: the scales all chunks share.
     let columnScales: String?
     let layout: Layout?
@@ -30,8 +38,10 @@ struct UnitRows {
 
     /// Plans the read. `int8`: keep the rows int8 if every chunk stores them so,
     /// with a scale per row, or per column shared by all chunks (else they are
-    /// read as float32 values).
-    init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?) throws {
+    /// read as float32 values). `block`: float32 rows transposed go there, not to
+    /// `values` (the layout must transpose).
+    init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?,
+         into block: ColumnBlock? = nil) throws {
         let parts = try Self.parts(reader, t, count: count)
         let first = parts.first?.entry ?? t.chunks.first.flatMap { reader.entry(named: $0) }
         let rowShape = first.map { Array($0.shape.dropFirst()) } ?? []
@@ -55,7 +65,13 @@ struct UnitRows {
         }
         width = rowShape.reduce(1, *)
         let n = layout?.order?.count ?? count
-        values = int8 ? nil : Tensor(dtype: .float32, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
+        if let block {
+            precondition(!int8 && layout?.transpose == true && block.matrix.dtype == .float32 && block.matrix.rank == 2
+                         && block.matrix.shape[0] == width && block.offset + n <= block.matrix.shape[1], "unit rows into a column block that does not fit")
+        }
+        self.int8 = int8
+        self.block = block
+        values = int8 || block != nil ? nil : Tensor(dtype: .float32, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
         self.layout = layout
         self.count = count
         self.parts = parts
@@ -86,15 +102,17 @@ struct UnitRows {
 
     /// Reads the float32 values into `values`, through the buffers' workspace when the layout moves them.
     func read(_ decoder: TensorDecoder, _ buffers: FrameBuffers) throws {
-        guard let values else { return }
+        guard !int8 else { return }
         let rowBytes = width * 4
         let direct = layout.map { $0.order == nil && !$0.transpose } ?? true
-        let rows = direct ? values.rawPointer : buffers.workspace(count * rowBytes)
+        if direct, let values { return try decode(decoder, buffers, into: values.rawPointer) }
+        let rows = buffers.workspace(count * rowBytes)
         try decode(decoder, buffers, into: rows)
-        guard !direct, let layout else { return }
+        guard let layout else { return }
         if layout.transpose {
-            try DataMovement.gatherTransposed(rows, rows: count, columns: width, dtype: .float32, order: layout.order, into: values.rawPointer)
-        } else if let order = layout.order {
+            let (out, ld) = block.map { ($0.matrix.rawPointer + $0.offset * 4, $0.matrix.shape[1]) } ?? (values!.rawPointer, units)
+            try DataMovement.gatherTransposed(rows, rows: count, columns: width, dtype: .float32, order: layout.order, into: out, ld: ld)
+        } else if let values, let order = layout.order {
             gather(rows, order, into: values.rawPointer, rowBytes: rowBytes)
         }
     }

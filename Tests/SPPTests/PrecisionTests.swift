@@ -92,7 +92,7 @@ import Testing
 
     @Test func gatherTransposedIsGatherThenTranspose() throws {
         var rng = SplitMix64(seed: 9)
-        for (rows, cols) in [(1, 1), (17, 33), (70, 5), (64, 64), (130, 3)] {
+        for (rows, cols) in [(1, 1), (17, 33), (70, 5), (64, 64), (130, 3), (40, 50)] {
             let x = Tensor((0..<rows * cols).map { _ in rng.signedUnit() }, shape: [rows, cols])
             let bytes = Tensor(dtype: .int8, shape: [rows, cols])
             for i in 0..<bytes.count { bytes.pointer(as: Int8.self)[i] = Int8(truncatingIfNeeded: rng.next()) }
@@ -106,6 +106,21 @@ import Testing
                     let expected = try DataMovement.transpose(gathered, perm: [1, 0])
                     #expect(got.shape == expected.shape)
                     #expect(memcmp(got.rawPointer, expected.rawPointer, got.byteCount) == 0, "\(t.dtype) \(rows)×\(cols) order \(o == nil ? "none" : "picked")")
+                    // Into columns [3, 3 + n) of a wider matrix: those written, the rest left as they were.
+                    let n = expected.shape[1], size = t.dtype.size, ld = n + 5
+                    var wide = [UInt8](repeating: 0xA5, count: cols * ld * size)
+                    try wide.withUnsafeMutableBytes {
+                        try DataMovement.gatherTransposed(t.rawPointer, rows: rows, columns: cols, dtype: t.dtype, order: o,
+                                                          into: $0.baseAddress! + 3 * size, ld: ld)
+                    }
+                    let e = UnsafeRawBufferPointer(start: expected.rawPointer, count: expected.byteCount)
+                    let placed = (0..<cols).allSatisfy { c in
+                        (0..<ld * size).allSatisfy { b in
+                            let j = b / size - 3
+                            return wide[(c * ld) * size + b] == (j >= 0 && j < n ? e[(c * n + j) * size + b % size] : 0xA5)
+                        }
+                    }
+                    #expect(placed, "\(t.dtype) \(rows)×\(cols) into rows of \(ld)")
                 }
             }
         }
