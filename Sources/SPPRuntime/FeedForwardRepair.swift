@@ -99,8 +99,13 @@ public enum FeedForwardRepair {
             }
         }
         var bias = zip(b2.floats, offset.floats).map { Double($0) + Double($1) }
-        let mu = mean.floats
-        for i in 0..<k { for c in 0..<d { bias[c] -= Double(mu[i]) * Double(pw[i * d + c]) } }
+        let mu = mean.pointer(as: Float.self)
+        bias.withUnsafeMutableBufferPointer { bias in
+            for i in 0..<k {
+                let m = Double(mu[i]), row = pw + i * d
+                for c in 0..<d { bias[c] -= m * Double(row[c]) }
+            }
+        }
         return (w, Tensor(bias.map { Float($0) }, shape: [d]))
     }
 }
