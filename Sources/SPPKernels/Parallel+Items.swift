@@ -22,23 +22,3 @@ extension Parallel {
         }
     }
 }
-
-extension Parallel {
-    /// Runs `body` on this thread while the pool's other `threads − 1` threads start
-    /// (they join a team with nothing to do). A process's first parallel region starts
-    /// them, which took 0.2–4 ms on this VM (median ~1 ms, a wake-up of an idle vCPU):
-    /// a serial step ahead of parallel work hides it.
-    public static func whileStartingThreads<R>(_ threads: Int, _ body: () throws -> R) throws -> R {
-        guard threads > 1 else { return try body() }
-        var result: Result<R, Error>?
-        withoutActuallyEscaping({ result = Result { try body() } }) { run in
-            var job = run
-            withUnsafeMutablePointer(to: &job) { pointer in
-                spp_parallel(UInt32(threads), { context, thread, _ in
-                    if thread == 0 { context!.assumingMemoryBound(to: (() -> Void).self).pointee() }
-                }, pointer)
-            }
-        }
-        return try result!.get()
-    }
-}

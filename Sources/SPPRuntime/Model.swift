@@ -3,7 +3,6 @@ import Dispatch
 import SPPCore
 import SPPFormat
 import SPPGraph
-import SPPKernels
 import Synchronization
 
 /// A `.spp` model ready to run: the public entry point for apps that embed the runtime.
@@ -45,14 +44,7 @@ public final class Model: @unchecked Sendable {
     /// as int8, taken as stored); `.int8` quantizes float32 weights at load, `.fp32`
     /// expands every stored precision to float32.
     public convenience init(path: String, keep: Double = 1, repair: Bool = true, options: RuntimeOptions = .init()) throws {
-        try self.init(reader: Model.openReader(path: path, loadThreads: options.loadThreads), keep: keep, repair: repair, options: options)
-    }
-
-    /// Opens `path` and reads its header (`SPPReader`) while the threads that will load it
-    /// start (`loadThreads`, 0: every core): a process's first parallel region starts them,
-    /// 0.2–4 ms here (median ~1 ms), which the header's serial read (~3 ms) hides.
-    public static func openReader(path: String, loadThreads: Int = 0) throws -> SPPReader {
-        try Parallel.whileStartingThreads(loadThreads > 0 ? loadThreads : ProcessInfoCores.count) { try SPPReader(path: path) }
+        try self.init(reader: SPPReader(path: path), keep: keep, repair: repair, options: options)
     }
 
     /// Loads from an open reader: only the tensors the keep level needs are read,

@@ -12,7 +12,7 @@ public enum ModelFile {
 
     /// Opens `path`. A `.spp` is recognised by its magic; anything else is read as ONNX.
     public static func open(_ path: String) throws -> ModelFile {
-        if isSPP(path) { return .spp(try Model.openReader(path: path)) }
+        if isSPP(path) { return .spp(try SPPReader(path: path)) }
         return .onnx(try ONNXImporter.load(path: path))
     }
 

@@ -143,19 +143,4 @@ import Testing
             #expect(seen.allSatisfy { $0 == 1 } && threadOK.allSatisfy { $0 }, "\(count) items on \(threads) threads")
         }
     }
-
-    /// The body runs once, on the calling thread, and its value or error comes back.
-    @Test func whileStartingThreadsRunsTheBodyOnceHere() throws {
-        struct Failure: Error, Equatable { let code: Int }
-        let caller = pthread_self()
-        for threads in [1, 2, 4] {
-            var calls = 0
-            let onCaller = try Parallel.whileStartingThreads(threads) { () -> Bool in
-                calls += 1
-                return pthread_equal(pthread_self(), caller) != 0
-            }
-            #expect(calls == 1 && onCaller, "\(threads) threads")
-            #expect(throws: Failure(code: threads)) { try Parallel.whileStartingThreads(threads) { () -> Int in throw Failure(code: threads) } }
-        }
-    }
 }
