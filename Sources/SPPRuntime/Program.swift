@@ -101,8 +101,9 @@ public final class Program: @unchecked Sendable {
     ///
     /// `int8Weights`: GEMM weights a file stores in int8 (`PathLoader`), which the
     /// graph's initializers lack. Int8 kernels take them as they are; a node that
-    /// runs in float32 gets them dequantized. `packed`: the fused nodes' int8
-    /// weights, already packed; only their int8 kernels can take them.
+    /// runs in float32 gets them dequantized. `packed`: the fused nodes' weights the
+    /// loader put in their kernel's form (int8 ones packed, which only their int8
+    /// kernels can take; float32 `[Wq | Wk | Wv]`, which their float32 kernels take).
     public init(graph: consuming Graph, options: RuntimeOptions = .init(), lookupTables: [String: LookupSource] = [:],
                 int8Weights: [String: Int8Weight] = [:], packed: PackedWeights = .init()) throws {
         try graph.verify(alsoDefined: Set(lookupTables.keys).union(int8Weights.keys).union(packed.shapes.keys))
