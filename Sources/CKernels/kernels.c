@@ -448,11 +448,11 @@ int spp_packed_isa(void) {
 #define GATHER_TRANSPOSE(T, TILE, ...)                                                       \
     for (size_t j0 = 0; j0 < n; j0 += TILE) {                                                \
         size_t j1 = j0 + TILE < n ? j0 + TILE : n;                                           \
+        const T *row[TILE];                                                                  \
+        for (size_t j = j0; j < j1; j++)                                                     \
+            row[j - j0] = in + (size_t)(order ? order[j] : (int64_t)j) * cols;               \
         for (size_t c0 = 0; c0 < cols; c0 += TILE) {                                         \
             size_t c1 = c0 + TILE < cols ? c0 + TILE : cols;                                 \
-            const T *row[TILE];                                                              \
-            for (size_t j = j0; j < j1; j++)                                                 \
-                row[j - j0] = in + (size_t)(order ? order[j] : (int64_t)j) * cols;           \
             __VA_ARGS__                                                                      \
             for (size_t j = j0; j < j1; j++)                                                 \
                 for (size_t c = c0; c < c1; c++) out[c * ldo + j] = row[j - j0][c];          \

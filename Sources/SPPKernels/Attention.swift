@@ -82,7 +82,9 @@ public enum Attention {
         public var hidden: Int { wo.columns }
 
         public init(_ w: Weights, _ p: Parameters) throws {
-            try w.check(hidden: w.bo.count, p)
+            // Each of Wq, Wk, Wv by name; the rest `init(qkv:)` checks.
+            let hidden = w.bo.count
+            try Attention.check(matrices: [("Wq", w.wq, [hidden, p.qkWidth]), ("Wk", w.wk, [hidden, p.qkWidth]), ("Wv", w.wv, [hidden, p.voWidth])], biases: [])
             try self.init(qkv: DataMovement.concat([w.wq, w.wk, w.wv], axis: 1), bq: w.bq, bk: w.bk, bv: w.bv, wo: w.wo, bo: w.bo, p)
         }
 

@@ -26,7 +26,7 @@ public final class Model: @unchecked Sendable {
     let loadBytesRead: Int
     /// Bytes the frames read when loading decompressed to (the weights' stored size).
     public let loadBytesDecoded: Int
-    /// Where the load's time went: planning, reading and decoding, repair, building the program, releasing freed memory.
+    /// Where the load's time went: reading the header, planning, reading and decoding (refits included), putting the weights in the graph, building the program, releasing freed memory.
     public let loadStages: [(stage: String, seconds: Double)]
     let lookupSources: [LookupSource]
 

@@ -35,7 +35,7 @@ public enum PathLoader {
     public struct Loaded {
         /// The runnable graph at the keep level: the fused nodes get their kept
         /// units (ragged per head); constants are float32 values, except the GEMM
-        /// weights kept in int8, which it lacks.
+        /// weights in `int8Weights` and `packed`, which it lacks.
         public var graph: Graph
         /// GEMM weights the file stores in int8 outside the pairs, kept so when loading for int8 weights.
         public var int8Weights: [String: Int8Weight]
@@ -136,22 +136,18 @@ public enum PathLoader {
         // fresh memory (4.5 ms of a 29 ms load at keep 1).
         if joinQueryKeyValue && weights != .int8 {
             for (node, pairs) in nodesInOrder {
-                let parts = ["wq", "wk", "wv"].compactMap { role -> (pair: Int, t: PrunablePair.UnitTensor, rows: UnitRows)? in
-                    for p in pairs { if let rows = pairRows[p][role], let t = path.pairs[p].tensors.first(where: { $0.role == role }) { return (p, t, rows) } }
-                    return nil
-                }
-                guard parts.count == 3, parts.allSatisfy({ !$0.rows.int8 && $0.rows.layout?.transpose == true && $0.rows.width == parts[0].rows.width }) else { continue }
-                let matrix = Tensor(dtype: .float32, shape: [parts[0].rows.width, parts.reduce(0) { $0 + $1.rows.units }])
+                // Float32 (not an int8 run) and transposed (their roles are), so only the widths can disagree.
+                let parts = ["wq", "wk", "wv"].compactMap { role in pairs.first { pairRows[$0][role] != nil }.map { (pair: $0, role: role) } }
+                guard parts.count == 3 else { continue }
+                let rows = parts.map { pairRows[$0.pair][$0.role]! }
+                guard rows.allSatisfy({ $0.width == rows[0].width }) else { continue }
+                let matrix = Tensor(dtype: .float32, shape: [rows[0].width, rows.reduce(0) { $0 + $1.units }])
                 var offset = 0
-                let inputs = graph.nodes[nodeIndex[node]!].inputs
-                for part in parts {
-                    guard let input = roles(path.pairs[part.pair].kind).first(where: { $0.0 == part.t.role })?.1, input < inputs.count else {
-                        throw RuntimeError.corruptPath("pair of node '\(node)' stores '\(part.t.role)' for an input the node lacks")
-                    }
-                    pairRows[part.pair][part.t.role] = try UnitRows(reader, part.t, count: part.rows.count, int8: false, layout: part.rows.layout,
-                                                                    into: .init(matrix: matrix, offset: offset))
-                    packedWeights.shapes[inputs[input]] = [part.rows.width, part.rows.units]
-                    offset += part.rows.units
+                let target = graph.nodes[nodeIndex[node]!]
+                for (part, r) in zip(parts, rows) {
+                    pairRows[part.pair][part.role] = r.into(.init(matrix: matrix, offset: offset))
+                    packedWeights.shapes[try input(of: target, path.pairs[part.pair].kind, part.role)] = [r.width, r.units]
+                    offset += r.units
                 }
                 packedWeights.float32QueryKeyValue[node] = matrix
             }
@@ -278,12 +274,7 @@ public enum PathLoader {
         for (k, (pack, i, placed)) in packs.enumerated() {
             let node = graph.nodes[i]
             guard let matrix = packed[k] else { throw RuntimeError.corruptPath("int8 weights of node '\(node.name)' were not read") }
-            let inputs = try placed.map { r in
-                guard let input = roles(path.pairs[r.pair].kind).first(where: { $0.0 == r.role })?.1, input < node.inputs.count else {
-                    throw RuntimeError.corruptPath("pair of node '\(node.name)' stores '\(r.role)' for an input the node lacks")
-                }
-                return node.inputs[input]
-            }
+            let inputs = try placed.map { try input(of: node, path.pairs[$0.pair].kind, $0.role) }
             if inputs.count == 1 { packedWeights.int8Matrices[inputs[0]] = matrix } else { packedWeights.int8QueryKeyValue[node.name] = matrix }
             for (part, name) in zip(pack.parts, inputs) {
                 packedWeights.shapes[name] = pack.unitMajor ? [part.width, part.units] : [part.units, part.width]
@@ -303,11 +294,8 @@ public enum PathLoader {
                 }
                 graph.initializers[node.inputs[4]] = refit.b2
             }
-            for (role, input, _) in roles(pair.kind) {
-                guard input < node.inputs.count else {
-                    throw RuntimeError.corruptPath("pair of node '\(pair.node)' stores '\(role)' for input \(input), which the node lacks")
-                }
-                let name = node.inputs[input]
+            for (role, _, _) in roles(pair.kind) {
+                let name = try input(of: node, pair.kind, role)
                 if let t = values[role] {
                     graph.initializers[name] = t
                 } else if packedWeights.shapes[name] == nil {
@@ -344,7 +332,7 @@ public enum PathLoader {
         for (e, take) in try UnitRows.parts(reader, t, count: k) {
             let rows = e.shape[0]
             guard e.shape == [rows, start + rows], e.dtype == .int8, let scales = e.encoding?.scales.flatMap({ decoder.scales[$0] }),
-                  scales.count == rows, scales.dtype == .float32 else {
+                  ValueEncoding.scaleAxis(scalesShape: scales.shape, for: e.shape) == 0, scales.dtype == .float32 else {
                 throw RuntimeError.corruptPath("repair factor chunk '\(e.name)' is \(e.dtype) \(Tensor.describe(e.shape)), not int8 rows of its \(start + rows) leading columns with a scale per row")
             }
             let width = start + rows
@@ -356,6 +344,14 @@ public enum PathLoader {
             start += take
         }
         return FeedForwardRepair.LowerFactor(values: values, rowScales: rowScales, diagonal: diagonal)
+    }
+
+    /// The name of the input of `node` that a pair of `kind` stores as `role`.
+    static func input(of node: Node, _ kind: PrunablePair.Kind, _ role: String) throws -> String {
+        guard let i = roles(kind).first(where: { $0.0 == role })?.1, i < node.inputs.count else {
+            throw RuntimeError.corruptPath("pair of node '\(node.name)' stores '\(role)' for an input the node lacks")
+        }
+        return node.inputs[i]
     }
 
     /// Which node input each stored role becomes, and whether it is stored transposed

@@ -147,10 +147,9 @@ public final class Program: @unchecked Sendable {
                     if kernel != nil {
                         heldBytes += (Program.preparedInputs(node.op) ?? []).compactMap { node.input($0).flatMap { graph.initializers[$0]?.byteCount } }.reduce(0, +)
                             + (qkv?.byteCount ?? 0)
+                    } else if qkv != nil {
+                        throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: "its [Wq | Wk | Wv] was read side by side, but its float32 kernel could not take it")
                     }
-                }
-                if kernel == nil, packed.float32QueryKeyValue[node.name] != nil {
-                    throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: "its [Wq | Wk | Wv] was read side by side, but its float32 kernel could not take it")
                 }
                 if kernel != nil { taken = Set(Program.preparedInputs(node.op) ?? []) }
             }

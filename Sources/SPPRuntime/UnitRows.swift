@@ -38,10 +38,8 @@ struct UnitRows {
 
     /// Plans the read. `int8`: keep the rows int8 if every chunk stores them so,
     /// with a scale per row, or per column shared by all chunks (else they are
-    /// read as float32 values). `block`: float32 rows transposed go there, not to
-    /// `values` (the layout must transpose).
-    init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?,
-         into block: ColumnBlock? = nil) throws {
+    /// read as float32 values).
+    init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?) throws {
         let parts = try Self.parts(reader, t, count: count)
         let first = parts.first?.entry ?? t.chunks.first.flatMap { reader.entry(named: $0) }
         let rowShape = first.map { Array($0.shape.dropFirst()) } ?? []
@@ -65,16 +63,25 @@ struct UnitRows {
         }
         width = rowShape.reduce(1, *)
         let n = layout?.order?.count ?? count
-        if let block {
-            precondition(!int8 && layout?.transpose == true && block.matrix.dtype == .float32 && block.matrix.rank == 2
-                         && block.matrix.shape[0] == width && block.offset + n <= block.matrix.shape[1], "unit rows into a column block that does not fit")
-        }
         self.int8 = int8
-        self.block = block
-        values = int8 || block != nil ? nil : Tensor(dtype: .float32, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
+        block = nil
+        values = int8 ? nil : Tensor(dtype: .float32, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
         self.layout = layout
         self.count = count
         self.parts = parts
+    }
+
+    private init(_ rows: UnitRows, into block: ColumnBlock) {
+        (int8, values, self.block, columnScales) = (false, nil, block, nil)
+        (layout, count, width, parts) = (rows.layout, rows.count, rows.width, rows.parts)
+    }
+
+    /// The same float32 rows, transposed into `block` instead of `values` (`values` is then
+    /// not read, nor its memory touched).
+    func into(_ block: ColumnBlock) -> UnitRows {
+        precondition(!int8 && layout?.transpose == true && block.matrix.dtype == .float32 && block.matrix.rank == 2
+                     && block.matrix.shape[0] == width && block.offset + units <= block.matrix.shape[1], "unit rows into a column block that does not fit")
+        return UnitRows(self, into: block)
     }
 
     /// Rows in the result: those the layout picks.
