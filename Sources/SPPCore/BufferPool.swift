@@ -41,14 +41,8 @@ public final class BufferPool: Sendable {
     }
 
     private let state = Mutex(State())
-    /// Buffers are whole huge pages (`HugePages`), for scratch a load fills once and reuses.
-    private let hugePages: Bool
 
-    /// `hugePages`: buffers of whole 2 MiB pages, which fault in ~8× faster per byte where the
-    /// system has transparent huge pages; for large scratch only (a small request takes 2 MiB).
-    public init(hugePages: Bool = false) {
-        self.hugePages = hugePages
-    }
+    public init() {}
 
     deinit {
         state.withLock { s in for b in s.free { Self.unmap(b.bytes, b.capacity) } }
@@ -96,10 +90,6 @@ public final class BufferPool: Sendable {
         }
         if let outgrown { Self.unmap(outgrown.bytes, outgrown.capacity) }
         if let reused { return (reused.bytes, reused.capacity) }
-        if hugePages, let capacity = HugePages.roundUp(byteCount), let bytes = HugePages.map(capacity) {
-            state.withLock { $0.held += capacity }
-            return (bytes, capacity)
-        }
         let capacity = BufferPool.capacity(for: byteCount)
         let bytes = Self.map(capacity)
         state.withLock { $0.held += capacity }

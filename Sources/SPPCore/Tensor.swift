@@ -1,12 +1,10 @@
 /// Owned, 64-byte aligned bytes behind a tensor. A class so that reshapes can
 /// share it. Made while a `BufferPool` is current, a large one comes from that
-/// pool and goes back to it when released; one a `WeightArena` carved gives its
-/// pages back to the system.
+/// pool and goes back to it when released.
 public final class TensorStorage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
     private let pool: BufferPool?
-    private let arena: WeightArena?
     private let capacity: Int
 
     public init(byteCount: Int) {
@@ -19,22 +17,10 @@ public final class TensorStorage: @unchecked Sendable {
             bytes = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
             (pool, capacity) = (nil, byteCount)
         }
-        arena = nil
-    }
-
-    /// Bytes `arena` carved (it stays mapped while they are held).
-    init(arena: WeightArena, bytes: UnsafeMutableRawPointer, byteCount: Int) {
-        (self.bytes, self.byteCount, self.arena, pool, capacity) = (bytes, byteCount, arena, nil, byteCount)
     }
 
     deinit {
-        if let arena {
-            arena.release(bytes, byteCount: byteCount)
-        } else if let pool {
-            pool.give(bytes, capacity: capacity, byteCount: byteCount)
-        } else {
-            bytes.deallocate()
-        }
+        if let pool { pool.give(bytes, capacity: capacity, byteCount: byteCount) } else { bytes.deallocate() }
     }
 }
 

@@ -22,8 +22,6 @@ final class PackedMatrix: @unchecked Sendable {
     let rows: Int, columns: Int
     private let weights: dnnl_memory_t
     private let weightsDescriptor: dnnl_memory_desc_t
-    /// The memory behind `weights` (oneDNN only borrows it).
-    private let buffer: Tensor
     /// Primitives by shape, shared by every matrix of that size: a primitive depends
     /// only on the shape, and each holds its JIT-compiled kernels (all-MiniLM's 24
     /// products have 4 shapes at keep 1: 3.3 MB of kernel code made 6 times over).
@@ -54,8 +52,7 @@ final class PackedMatrix: @unchecked Sendable {
     /// Reorders int8 `W [K, N]` at `values` into the primitive's layout: row-major,
     /// or `unitMajor` (stored as its transpose `[N, K]`, a row per output, as a file keeps
     /// units) — the reorder reads either, so a transposed copy is never made.
-    /// `arena`: where the reordered weights go (nil: the heap).
-    init?(_ values: UnsafeRawPointer, rows: Int, columns: Int, unitMajor: Bool = false, arena: WeightArena? = nil) {
+    init?(_ values: UnsafeRawPointer, rows: Int, columns: Int, unitMajor: Bool = false) {
         guard rows > 0, columns > 0, let engine = Self.engine else { return nil }
         (self.rows, self.columns) = (rows, columns)
         // The layout the primitive wants, asked of one made for 128 rows.
@@ -66,10 +63,8 @@ final class PackedMatrix: @unchecked Sendable {
         guard dnnl_memory_desc_equal(wanted, &plain) == 0 else { return nil }
         var source = unitMajor ? Self.matrix(rows, columns, dnnl_s8, dnnl_ba) : plain
         var layout = wanted.pointee
-        let size = [dnnl_memory_desc_get_size(&layout)]
-        let buffer = arena?.tensor(dtype: .int8, shape: size) ?? Tensor(dtype: .int8, shape: size)
-        guard let packed = Self.reordered(values, from: &source, to: &layout, into: buffer.rawPointer, engine) else { return nil }
-        (weights, weightsDescriptor, self.buffer) = (packed, layout, buffer)
+        guard let packed = Self.reordered(values, from: &source, to: &layout, engine) else { return nil }
+        (weights, weightsDescriptor) = (packed, layout)
     }
 
     /// Bytes of the reordered weights.
@@ -147,11 +142,11 @@ final class PackedMatrix: @unchecked Sendable {
         return pd
     }
 
-    /// `values` copied in layout `to` into `buffer` (its size), which the memory returned borrows.
+    /// `values` copied into a new library-owned buffer of layout `to`.
     private static func reordered(_ values: UnsafeRawPointer, from: inout dnnl_memory_desc_t, to: inout dnnl_memory_desc_t,
-                                  into buffer: UnsafeMutableRawPointer, _ engine: dnnl_engine_t) -> dnnl_memory_t? {
+                                  _ engine: dnnl_engine_t) -> dnnl_memory_t? {
         var packed: dnnl_memory_t?
-        guard dnnl_memory_create(&packed, &to, engine, buffer) == dnnl_success, let packed else { return nil }
+        guard dnnl_memory_create(&packed, &to, engine, UnsafeMutableRawPointer(bitPattern: -1)) == dnnl_success, let packed else { return nil }
         var source: dnnl_memory_t?, reorderDesc: dnnl_primitive_desc_t?, reorder: dnnl_primitive_t?, stream: dnnl_stream_t?
         defer {
             if let source { dnnl_memory_destroy(source) }

@@ -38,10 +38,10 @@ public struct QuantizedMatrix: @unchecked Sendable {
     public static let maximumRows = 66_000
 
     /// Quantizes a float32 `[K, N]` matrix per column; `scale` multiplies every
-    /// column scale (a Gemm's alpha folds in here). `arena`: where packed values go (nil: the heap).
-    public init(quantizing w: Tensor, scale: Float = 1, arena: WeightArena? = nil) throws {
+    /// column scale (a Gemm's alpha folds in here).
+    public init(quantizing w: Tensor, scale: Float = 1) throws {
         let (values, scales) = try Self.quantize(w, scale: scale)
-        try self.init(values.rawPointer, rows: values.shape[0], columns: values.shape[1], scales: scales, keeping: values, pack: true, arena: arena)
+        try self.init(values: values, scales: scales)
     }
 
     /// The int8 values `[K, N]` and column scales `[N]` of a float32 matrix, as
@@ -78,17 +78,15 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// From int8 `W [K, N]` at `values`, stored unit-major (as its transpose `[N, K]`,
     /// a row per output column, as a file keeps units) or row-major: packed straight
     /// from there where this CPU has oneDNN's kernels, else copied row-major. The
-    /// caller keeps `values` (a reused buffer: nothing here holds on to it). `arena`: where
-    /// the packed or copied values go (nil: the heap).
-    public init(copying values: UnsafeRawPointer, rows k: Int, columns n: Int, unitMajor: Bool, scales: Tensor,
-                arena: WeightArena? = nil) throws {
+    /// caller keeps `values` (a reused buffer: nothing here holds on to it).
+    public init(copying values: UnsafeRawPointer, rows k: Int, columns n: Int, unitMajor: Bool, scales: Tensor) throws {
         guard scales.dtype == .float32 else { throw KernelError.unsupportedDType(scales.dtype, reason: "int8 weights are int8 values with float32 scales") }
-        try self.init(values, rows: k, columns: n, unitMajor: unitMajor, scales: scales, keeping: nil, pack: true, arena: arena)
+        try self.init(values, rows: k, columns: n, unitMajor: unitMajor, scales: scales, keeping: nil, pack: true)
     }
 
     /// `keeping`: the tensor at `values` (row-major), kept as the storage when not packed.
     private init(_ values: UnsafeRawPointer, rows k: Int, columns n: Int, unitMajor: Bool = false, scales: Tensor,
-                 keeping tensor: Tensor?, pack: Bool, arena: WeightArena? = nil) throws {
+                 keeping tensor: Tensor?, pack: Bool) throws {
         guard k >= 0, n >= 0, scales.count == n else {
             throw KernelError.shapeMismatch("int8 weights [\(k), \(n)] with scales \(Tensor.describe(scales.shape))")
         }
@@ -99,12 +97,12 @@ public struct QuantizedMatrix: @unchecked Sendable {
         (rows, columns) = (k, n)
         self.scales = scales
         columnSums = sums
-        if pack, let packed = PackedMatrix(values, rows: k, columns: n, unitMajor: unitMajor, arena: arena) {
+        if pack, let packed = PackedMatrix(values, rows: k, columns: n, unitMajor: unitMajor) {
             storage = .packed(packed)
         } else if let tensor, !unitMajor {
             storage = .rowMajor(tensor)
         } else {
-            let copy = arena?.tensor(dtype: .int8, shape: [k, n]) ?? Tensor(dtype: .int8, shape: [k, n])
+            let copy = Tensor(dtype: .int8, shape: [k, n])
             if unitMajor {
                 try DataMovement.gatherTransposed(values, rows: n, columns: k, dtype: .int8, order: nil, into: copy.rawPointer)
             } else {

@@ -21,14 +21,14 @@ struct Int8Pack {
         rows.int8 && (rows.columnScales == nil) == unitMajor
     }
 
-    /// The read and packing, for the decoder's threads; the matrix goes to `slot`, its values to `arena`.
-    func task(into slot: UnsafeMutablePointer<QuantizedMatrix?>, arena: WeightArena) -> TensorDecoder.Task {
+    /// The read and packing, for the decoder's threads; the matrix goes to `slot`.
+    func task(into slot: UnsafeMutablePointer<QuantizedMatrix?>) -> TensorDecoder.Task {
         TensorDecoder.Task(entries: parts.flatMap { $0.parts.map(\.entry) }) { decoder, buffers in
-            slot.pointee = try make(decoder, buffers, arena)
+            slot.pointee = try make(decoder, buffers)
         }
     }
 
-    private func make(_ decoder: TensorDecoder, _ buffers: FrameBuffers, _ arena: WeightArena) throws -> QuantizedMatrix {
+    private func make(_ decoder: TensorDecoder, _ buffers: FrameBuffers) throws -> QuantizedMatrix {
         let width = parts[0].width
         guard parts.allSatisfy({ $0.width == width }) else {
             throw RuntimeError.corruptPath("int8 rows of node '\(node)' differ in width: \(parts.map(\.width))")
@@ -44,7 +44,7 @@ struct Int8Pack {
             : Tensor(parts.flatMap { try $0.int8Scales(decoder.scales).floats }, shape: [units])
         do {
             return try QuantizedMatrix(copying: rows, rows: unitMajor ? width : units, columns: unitMajor ? units : width,
-                                       unitMajor: unitMajor, scales: scales, arena: arena)
+                                       unitMajor: unitMajor, scales: scales)
         } catch let e as KernelError {
             throw RuntimeError.nodeFailed(node: node, op: "int8 weights", reason: e.description)
         }

@@ -83,9 +83,6 @@ public enum PathLoader {
         // The repair's offsets are read with its rows, only when refitting.
         let repairNames = Set(path.pairs.filter { $0.kind == .feedForward }.map { FeedForwardRepair.offsetName($0.node) })
 
-        // The weights the load keeps are carved from one arena (huge pages: most of a load's CPU was
-        // page faults), reserved for every tensor of the file at float32 or its own wider type.
-        let arena = WeightArena(capacity: reader.tensorEntries.reduce(0) { $0 + $1.shape.reduce(1, *) * max($1.valueDType.size, 4) + 64 })
         // Plan every read: the kept rows of each pair's unit tensors, the refits' data, whole constants.
         let nodeIndex = Dictionary(graph.nodes.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         // Each refit's tensors and the entries its task reads (the kept rows' chunks, the offset, then b2, which it replaces).
@@ -112,10 +109,7 @@ public enum PathLoader {
             var rows: [String: UnitRows] = [:]
             // Only the node's own roles: the repair's rows (and any of other versions) are read below or not at all.
             for t in pair.tensors where layouts[t.role] != nil && !(refit && t.role == "w2") {
-                // Float32 rows joined into [Wq | Wk | Wv] below are not read into their own values (never touched, those stay virtual).
-                let joined = joinQueryKeyValue && weights != .int8 && ["wq", "wk", "wv"].contains(t.role)
-                rows[t.role] = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role],
-                                            arena: joined ? nil : arena)
+                rows[t.role] = try UnitRows(reader, t, count: n, int8: weights == .int8 && weightRoles.contains(t.role), layout: layouts[t.role])
             }
             if refit, let offset {
                 let tensors = pair.tensors.filter { FeedForwardRepair.Role.all.contains($0.role) }
@@ -147,7 +141,7 @@ public enum PathLoader {
                 guard parts.count == 3 else { continue }
                 let rows = parts.map { pairRows[$0.pair][$0.role]! }
                 guard rows.allSatisfy({ $0.width == rows[0].width }) else { continue }
-                let matrix = arena.tensor(dtype: .float32, shape: [rows[0].width, rows.reduce(0) { $0 + $1.units }])
+                let matrix = Tensor(dtype: .float32, shape: [rows[0].width, rows.reduce(0) { $0 + $1.units }])
                 var offset = 0
                 let target = graph.nodes[nodeIndex[node]!]
                 for (part, r) in zip(parts, rows) {
@@ -185,7 +179,7 @@ public enum PathLoader {
             !chunkNames.contains($0.name) && !reader.scalesNames.contains($0.name) && !repairNames.contains($0.name) && !refitBiases.contains($0.name)
         }
         let wholeInt8 = whole.map { weights == .int8 && $0.dtype == .int8 && $0.encoding != nil }
-        let wholeTensors = zip(whole, wholeInt8).map { e, int8 in arena.tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }
+        let wholeTensors = zip(whole, wholeInt8).map { e, int8 in Tensor(dtype: int8 ? .int8 : e.valueDType, shape: e.shape) }
         var tasks = zip(whole, zip(wholeTensors, wholeInt8)).map { e, t in
             TensorDecoder.Task(TensorDecoder.Job(entry: e, rows: TensorDecoder.rowCount(e), asValue: !t.1, destination: t.0.rawPointer))
         }
@@ -194,7 +188,7 @@ public enum PathLoader {
             // In the pair's order, so that the first failing read (the error reported) does not depend on hashing.
             for t in path.pairs[p].tensors where !packedRoles.contains(PairRole(pair: p, role: t.role)) {
                 guard let rows = pairRows[p][t.role] else { continue }
-                let values = rows.int8 ? try UnitRows(reader, t, count: rows.count, int8: false, layout: rows.layout, arena: arena) : rows
+                let values = rows.int8 ? try UnitRows(reader, t, count: rows.count, int8: false, layout: rows.layout) : rows
                 pairRows[p][t.role] = values
                 tasks.append(values.task)
             }
@@ -205,7 +199,7 @@ public enum PathLoader {
             _ = packed.deinitialize()
             packed.deallocate()
         }
-        tasks += packs.enumerated().map { k, p in p.pack.task(into: packed.baseAddress! + k, arena: arena) }
+        tasks += packs.enumerated().map { k, p in p.pack.task(into: packed.baseAddress! + k) }
         // Refits, a block per task: its repair data are read, solved against and let go, so
         // that only a block's (per thread) is in memory at a time. One slot per pair, each
         // written by one task.
@@ -217,7 +211,7 @@ public enum PathLoader {
         }
         // A refit's data (~6 MB at keep 0.5 of a 384×1536 block) come from buffers the
         // refits share: fresh memory for each cost a page fault per 4 KiB.
-        let refitBuffers = BufferPool(hugePages: true)
+        let refitBuffers = BufferPool()
         defer { refitBuffers.releaseFree() }
         let refitTasks = refits.map { p, tensors, offsetEntry, b2Entry, entries in
             let n = counts[p]
@@ -248,16 +242,16 @@ public enum PathLoader {
                                                     mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2, into: w)
                     }
                 }
-                // A float32 W2 is kept: in the arena (a shared buffer may be larger, its pages resident).
+                // A float32 W2 is kept: in memory of its own (a shared buffer may be larger, its pages resident).
                 guard weights == .int8, n <= QuantizedMatrix.maximumRows else {
-                    let (w2, bias) = try refit(into: arena.tensor(dtype: .float32, shape: [n, b2.count]))
+                    let (w2, bias) = try refit(into: Tensor(dtype: .float32, shape: [n, b2.count]))
                     refitted[p] = Refitted(w2: .float(w2), b2: bias)
                     return
                 }
                 // Int8 runs quantize it here, on the load's threads, as the program would.
                 let (w2, bias) = try refit()
                 do {
-                    refitted[p] = Refitted(w2: .int8(try QuantizedMatrix(quantizing: w2, arena: arena)), b2: bias)
+                    refitted[p] = Refitted(w2: .int8(try QuantizedMatrix(quantizing: w2)), b2: bias)
                 } catch let e as KernelError {
                     throw RuntimeError.corruptPath("refit W2 of FFN node '\(path.pairs[p].node)': \(e.description)")
                 }

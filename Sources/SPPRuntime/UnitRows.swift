@@ -38,8 +38,8 @@ struct UnitRows {
 
     /// Plans the read. `int8`: keep the rows int8 if every chunk stores them so,
     /// with a scale per row, or per column shared by all chunks (else they are
-    /// read as float32 values). `arena`: where `values` go (nil: the heap, or the current `BufferPool`).
-    init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?, arena: WeightArena? = nil) throws {
+    /// read as float32 values).
+    init(_ reader: SPPReader, _ t: PrunablePair.UnitTensor, count: Int, int8 wanted: Bool, layout: Layout?) throws {
         let parts = try Self.parts(reader, t, count: count)
         let first = parts.first?.entry ?? t.chunks.first.flatMap { reader.entry(named: $0) }
         let rowShape = first.map { Array($0.shape.dropFirst()) } ?? []
@@ -65,8 +65,7 @@ struct UnitRows {
         let n = layout?.order?.count ?? count
         self.int8 = int8
         block = nil
-        let shape = layout?.transpose == true ? [width, n] : [n] + rowShape
-        values = int8 ? nil : arena?.tensor(dtype: .float32, shape: shape) ?? Tensor(dtype: .float32, shape: shape)
+        values = int8 ? nil : Tensor(dtype: .float32, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
         self.layout = layout
         self.count = count
         self.parts = parts
