@@ -350,7 +350,7 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
 #define SPP_INLINE static inline __attribute__((always_inline))
 
 // The loops every body shares: panels of WIDTH columns (one or two panels: p0, p1;
-// a last single panel is read as both), blocks of SPP_ROWS rows of A (ar: a partial
+// p1 = p0 for a last single panel, which the two-panel body multiplies alone), blocks of SPP_ROWS rows of A (ar: a partial
 // block repeats its last row, so reads stay inside A). The body fills acc (SPP_ROWS
 // rows of WIDTH, alpha applied), stored for the block's own rows and columns.
 #define SPP_SGEMM_BLOCKS(WIDTH, ...)                                                                     \
@@ -408,6 +408,22 @@ __attribute__((target("avx512f"))) SPP_INLINE void spp_sgemm_avx512_body(size_t 
                                                                          float *c, size_t ldc) {
     __m512 scale = _mm512_set1_ps(alpha);
     SPP_SGEMM_BLOCKS(2 * SPP_PANEL, {
+        if (cols <= SPP_PANEL) {
+            // A lone last panel (a head rank of 16, 40 or 48): one accumulator a row, where two
+            // multiplied the same panel twice and threw one away.
+            __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+            for (size_t p = 0; p < k; p++) {
+                __m512 b0 = _mm512_loadu_ps(p0 + p * SPP_PANEL);
+                c0 = _mm512_fmadd_ps(_mm512_set1_ps(ar[0][p * cs]), b0, c0);
+                c1 = _mm512_fmadd_ps(_mm512_set1_ps(ar[1][p * cs]), b0, c1);
+                c2 = _mm512_fmadd_ps(_mm512_set1_ps(ar[2][p * cs]), b0, c2);
+                c3 = _mm512_fmadd_ps(_mm512_set1_ps(ar[3][p * cs]), b0, c3);
+                c4 = _mm512_fmadd_ps(_mm512_set1_ps(ar[4][p * cs]), b0, c4);
+                c5 = _mm512_fmadd_ps(_mm512_set1_ps(ar[5][p * cs]), b0, c5);
+            }
+            __m512 all[SPP_ROWS] = {c0, c1, c2, c3, c4, c5};
+            for (size_t i = 0; i < SPP_ROWS; i++) _mm512_storeu_ps(acc + 2 * SPP_PANEL * i, _mm512_mul_ps(all[i], scale));
+        } else {
         __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
                c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
         for (size_t p = 0; p < k; p++) {
@@ -418,6 +434,7 @@ __attribute__((target("avx512f"))) SPP_INLINE void spp_sgemm_avx512_body(size_t 
         }
         __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
         for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm512_storeu_ps(acc + 16 * i, _mm512_mul_ps(all[i], scale));
+        }
     })
 }
 
