@@ -257,7 +257,7 @@ public enum Attention {
         let g = try Geometry(x, mask: mask, bias: bias, p)
         try g.check(hidden: w.hidden, qkWidth: w.qkWidth, voWidth: w.voWidth, x.shape)
         let rows = g.batch * g.seq
-        return try attend(g, p, shape: x.shape, bo: w.bo.pointer(as: Float.self), project: { qkv, _ in
+        return attend(g, p, shape: x.shape, bo: w.bo.pointer(as: Float.self), project: { qkv, _ in
             w.qkv.apply(x.pointer(as: Float.self), rows: rows, into: qkv)
         }, output: { ctx, po in
             w.wo.apply(ctx, rows: rows, into: po)
