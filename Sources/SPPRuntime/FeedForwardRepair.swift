@@ -63,8 +63,8 @@ public enum FeedForwardRepair {
 
     /// W [k, d] and b2' [d] from the kept prefixes: Z rows [k, d], M_SS, means [k];
     /// offset and b2 [d]. `w`: where W goes (float32 [k, d]; default a new tensor), so a
-    /// caller can choose its memory. The scratch (Z in panels, a slab of Mᵀ in float32)
-    /// comes from the current `BufferPool`.
+    /// caller can choose its memory; it may be `z` itself (Z is packed into panels before W
+    /// is written). The scratch (Z in panels, a slab of Mᵀ in float32) comes from the current `BufferPool`.
     public static func refit(whitenedW2 z: Tensor, inverseFactor m: LowerFactor, mean: Tensor, offset: Tensor, b2: Tensor,
                              into w: Tensor? = nil) throws -> (w2: Tensor, b2: Tensor) {
         let k = m.size, d = b2.count

@@ -223,10 +223,16 @@ public enum PathLoader {
                                        buffers: buffers)
                     return t
                 }
+                // W is written over Z (the refit multiplies Z's packed copy). A float32 W is kept, so its Z
+                // is read into memory of its own (a shared buffer may be larger, its pages resident).
+                let keepsFloat = weights != .int8 || n > QuantizedMatrix.maximumRows
                 let (rows, factor, offset, b2) = try BufferPool.$current.withValue(refitBuffers) {
                     var rows: [String: Tensor] = [:]
                     for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
-                        let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
+                        let own = keepsFloat && t.role == FeedForwardRepair.Role.whitenedW2
+                        let unit = try BufferPool.$current.withValue(own ? nil : refitBuffers) {
+                            try UnitRows(reader, t, count: n, int8: false, layout: nil)
+                        }
                         try unit.read(decoder, buffers)
                         rows[t.role] = unit.values!
                     }
@@ -235,21 +241,16 @@ public enum PathLoader {
                                                    diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
                     return (rows, factor, try readWhole(offsetEntry), try readWhole(b2Entry))
                 }
-                // Scratch from the shared buffers; W too unless `w` is given.
-                func refit(into w: Tensor? = nil) throws -> (w2: Tensor, b2: Tensor) {
-                    try BufferPool.$current.withValue(refitBuffers) {
-                        try FeedForwardRepair.refit(whitenedW2: rows[FeedForwardRepair.Role.whitenedW2]!, inverseFactor: factor,
-                                                    mean: rows[FeedForwardRepair.Role.mean]!, offset: offset, b2: b2, into: w)
-                    }
+                let z = rows[FeedForwardRepair.Role.whitenedW2]!
+                let (w2, bias) = try BufferPool.$current.withValue(refitBuffers) {
+                    try FeedForwardRepair.refit(whitenedW2: z, inverseFactor: factor, mean: rows[FeedForwardRepair.Role.mean]!,
+                                                offset: offset, b2: b2, into: z)
                 }
-                // A float32 W2 is kept: in memory of its own (a shared buffer may be larger, its pages resident).
-                guard weights == .int8, n <= QuantizedMatrix.maximumRows else {
-                    let (w2, bias) = try refit(into: Tensor(dtype: .float32, shape: [n, b2.count]))
+                guard !keepsFloat else {
                     refitted[p] = Refitted(w2: .float(w2), b2: bias)
                     return
                 }
                 // Int8 runs quantize it here, on the load's threads, as the program would.
-                let (w2, bias) = try refit()
                 do {
                     refitted[p] = Refitted(w2: .int8(try QuantizedMatrix(quantizing: w2)), b2: bias)
                 } catch let e as KernelError {

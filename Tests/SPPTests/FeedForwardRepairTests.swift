@@ -95,6 +95,11 @@ import SPPRuntime
             let (w, b) = try FeedForwardRepair.refit(whitenedW2: try Self.prefix(tz, k), inverseFactor: Self.factor(q, n, scales: scales, diagonal: diagonal, k), mean: try Self.prefix(tmean, k),
                                                      offset: Tensor(offset, shape: [d]), b2: Tensor(b2, shape: [d]))
             #expect(w.shape == [k, d] && b.shape == [d])
+            // Written over Z, as loads do: the same W.
+            let zk = try Self.prefix(tz, k).copy()
+            let (over, _) = try FeedForwardRepair.refit(whitenedW2: zk, inverseFactor: Self.factor(q, n, scales: scales, diagonal: diagonal, k),
+                                                        mean: try Self.prefix(tmean, k), offset: Tensor(offset, shape: [d]), b2: Tensor(b2, shape: [d]), into: zk)
+            #expect(over.floats == w.floats, "k \(k): W written over Z")
             let ass = (0..<k).map { i in Array(a[i].prefix(k)) }
             let rhs = (0..<k).map { i in (0..<d).map { c in (0..<n).reduce(0.0) { $0 + a[i][$1] * w2[$1][c] } } }
             let expected = k == 0 ? [] : Self.solve(ass, rhs)
