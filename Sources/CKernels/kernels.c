@@ -1,5 +1,4 @@
 #include "spp_kernels.h"
-#include "spp_storage.h"
 #include <stdint.h>
 #include <string.h>
 

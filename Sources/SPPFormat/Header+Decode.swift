@@ -70,7 +70,7 @@ struct HeaderDecoder {
                 throw FormatError.headerInconsistent(path: path, reason: "tensor table entry \(i) is missing")
             }
             let name = cString(e.pointee.name)
-            // Built only for an error.
+            // How the errors below name the entry.
             let what = { "tensor '\(name)'" }
             guard index.updateValue(i, forKey: name) == nil else {
                 throw FormatError.headerInconsistent(path: path, reason: "two tensors are named '\(name)'")

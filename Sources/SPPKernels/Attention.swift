@@ -9,8 +9,8 @@ import SPPCore
 /// `[B·S, Σqk | Σqk | Σvo]` (bias rows first, then three GEMMs accumulating
 /// into their column ranges, so each head's q, k and v are strided views and
 /// no head split/transposes are ever materialised). Then per batch row: one
-/// product per head for the scores `q_h k_hᵀ · scale` into a reused
-/// `[S, S]` square per thread; the additive terms through broadcast strides (a
+/// product per head for the scores `q_h k_hᵀ · scale` into an `[S, S]` square
+/// (one reused per thread when threads take whole heads, else one per head); the additive terms through broadcast strides (a
 /// `[B, 1, 1, S]` mask is read in place, never expanded to `[B, H, S, S]`)
 /// and the row softmax; one product per head writing `P v_h` straight into its
 /// columns of a `[B·S, Σvo]` context buffer — heads spread over the cores. The

@@ -97,7 +97,7 @@ public enum SolutionPath {
     public struct Progress: Sendable {
         public enum Stage: String, Sendable { case capture, dynamics }
         public var stage: Stage
-        /// Of the whole computation, 0...1.
+        /// Of the work of the call reporting it (`run`: the whole computation), 0...1.
         public var fraction: Double
         public var elapsed: Double
         /// Estimated seconds left (nil until there is a basis for one).
@@ -140,6 +140,7 @@ public enum SolutionPath {
         }
         var result = try prepared.solve(options: options) { p in
             var p = p
+            p.fraction = captureShare + (1 - captureShare) * p.fraction
             p.elapsed += prepared.seconds
             progress(p)
         }
@@ -158,7 +159,7 @@ public enum SolutionPath {
         public func solve(options: Options, progress: (Progress) -> Void = { _ in }) throws -> Result {
             let start = Date()
             var result = try SolutionPath.solve(blocks, options: options) { iteration, entered, units in
-                let f = captureShare + (1 - captureShare) * Double(iteration) / Double(max(options.iterations, 1))
+                let f = Double(iteration) / Double(max(options.iterations, 1))
                 let elapsed = Date().timeIntervalSince(start)
                 let eta = iteration > 0 ? elapsed * Double(options.iterations - iteration) / Double(iteration) : nil
                 progress(Progress(stage: .dynamics, fraction: f, elapsed: elapsed, eta: eta, entered: entered, units: units))

@@ -50,7 +50,7 @@ public final class CArena {
     /// `unpack` through it makes is freed with the arena (not `free_unpacked`); out
     /// of memory, the unpack fails. Valid while the arena is.
     public var protobufAllocator: ProtobufCAllocator {
-        ProtobufCAllocator(alloc: { data, size in Unmanaged<CArena>.fromOpaque(data!).takeUnretainedValue().carve(size) },
+        ProtobufCAllocator(alloc: { data, size in Unmanaged<CArena>.fromOpaque(data!)._withUnsafeGuaranteedRef { $0.carve(size) } },
                            free: { _, _ in }, allocator_data: Unmanaged.passUnretained(self).toOpaque())
     }
 

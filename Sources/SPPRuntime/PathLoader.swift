@@ -223,28 +223,22 @@ public enum PathLoader {
                                        buffers: buffers)
                     return t
                 }
+                func readRows(_ t: PrunablePair.UnitTensor) throws -> Tensor {
+                    let unit = try UnitRows(reader, t, count: n, int8: false, layout: nil)
+                    try unit.read(decoder, buffers)
+                    return unit.values!
+                }
+                // Present: checked when planning.
+                func tensor(_ role: String) -> PrunablePair.UnitTensor { tensors.first { $0.role == role }! }
                 // W is written over Z (the refit multiplies Z's packed copy). A float32 W is kept, so its Z
                 // is read into memory of its own (a shared buffer may be larger, its pages resident).
                 let keepsFloat = weights != .int8 || n > QuantizedMatrix.maximumRows
-                let (rows, factor, offset, b2) = try BufferPool.$current.withValue(refitBuffers) {
-                    var rows: [String: Tensor] = [:]
-                    for t in tensors where t.role != FeedForwardRepair.Role.inverseFactor {
-                        let own = keepsFloat && t.role == FeedForwardRepair.Role.whitenedW2
-                        let unit = try BufferPool.$current.withValue(own ? nil : refitBuffers) {
-                            try UnitRows(reader, t, count: n, int8: false, layout: nil)
-                        }
-                        try unit.read(decoder, buffers)
-                        rows[t.role] = unit.values!
-                    }
-                    // Present: checked when planning.
-                    let factor = try inverseFactor(reader, tensors.first { $0.role == FeedForwardRepair.Role.inverseFactor }!, count: n,
-                                                   diagonal: rows[FeedForwardRepair.Role.inverseDiagonal]!, decoder, buffers)
-                    return (rows, factor, try readWhole(offsetEntry), try readWhole(b2Entry))
-                }
-                let z = rows[FeedForwardRepair.Role.whitenedW2]!
+                let z = try BufferPool.$current.withValue(keepsFloat ? nil : refitBuffers) { try readRows(tensor(FeedForwardRepair.Role.whitenedW2)) }
                 let (w2, bias) = try BufferPool.$current.withValue(refitBuffers) {
-                    try FeedForwardRepair.refit(whitenedW2: z, inverseFactor: factor, mean: rows[FeedForwardRepair.Role.mean]!,
-                                                offset: offset, b2: b2, into: z)
+                    let factor = try inverseFactor(reader, tensor(FeedForwardRepair.Role.inverseFactor), count: n,
+                                                   diagonal: try readRows(tensor(FeedForwardRepair.Role.inverseDiagonal)), decoder, buffers)
+                    return try FeedForwardRepair.refit(whitenedW2: z, inverseFactor: factor, mean: try readRows(tensor(FeedForwardRepair.Role.mean)),
+                                                       offset: try readWhole(offsetEntry), b2: try readWhole(b2Entry), into: z)
                 }
                 guard !keepsFloat else {
                     refitted[p] = Refitted(w2: .float(w2), b2: bias)

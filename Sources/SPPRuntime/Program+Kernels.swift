@@ -282,7 +282,7 @@ extension Program {
     /// weights are constants: they are prepared here, once (`Attention.PreparedWeights`,
     /// `FeedForward.PreparedWeights`). Nil for other nodes, which get `makeKernel`'s.
     /// `queryKeyValue`: an attention node's `[Wq | Wk | Wv]` the loader read side by side (the constants lack them).
-    static func float32Kernel(_ node: Node, _ constants: [String: Tensor], queryKeyValue: Tensor? = nil) throws -> KernelFunction? {
+    static func float32Kernel(_ node: Node, _ constants: [String: Tensor], queryKeyValue: Tensor?) throws -> KernelFunction? {
         guard var inputs = preparedInputs(node.op) else { return nil }
         typealias In = AttentionAttributes.Input
         if queryKeyValue != nil { inputs.removeAll { [In.wq, .wk, .wv].map(\.rawValue).contains($0) } }

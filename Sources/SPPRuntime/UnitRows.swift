@@ -26,8 +26,8 @@ struct UnitRows {
     /// for int8 rows, which `Int8Pack` reads instead, and for rows read into `block`.
     let values: Tensor?
     let block: ColumnBlock?
-    /// Rows kept int8 (read by `Int8Pack`).
-    let int8: Bool
+    /// Rows kept int8 (read by `Int8Pack`): they have neither values nor a block.
+    var int8: Bool { values == nil && block == nil }
     /// For int8 rows with a scale per column: the scales all chunks share.
     let columnScales: String?
     let layout: Layout?
@@ -63,7 +63,6 @@ struct UnitRows {
         }
         width = rowShape.reduce(1, *)
         let n = layout?.order?.count ?? count
-        self.int8 = int8
         block = nil
         values = int8 ? nil : Tensor(dtype: .float32, shape: layout?.transpose == true ? [width, n] : [n] + rowShape)
         self.layout = layout
@@ -72,7 +71,7 @@ struct UnitRows {
     }
 
     private init(_ rows: UnitRows, into block: ColumnBlock) {
-        (int8, values, self.block, columnScales) = (false, nil, block, nil)
+        (values, self.block, columnScales) = (nil, block, nil)
         (layout, count, width, parts) = (rows.layout, rows.count, rows.width, rows.parts)
     }
 

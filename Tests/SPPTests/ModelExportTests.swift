@@ -127,7 +127,8 @@ import SPPTools
             let t = try Npy.read(path: fixture.appendingPathComponent("input_\(k).npy").path)
             shapes[name] = (t.dtype, t.shape)
         }
-        let path = try #require(try SPPReader(path: spp).pruningPath)
+        guard case let .spp(reader) = file else { Issue.record("\(spp) did not open as .spp"); return }
+        let path = try #require(reader.pruningPath)
         let (b, s, d) = (2, 8, 32)
         var flops = 2 * b * d * d  // pooler: [2, 32] × [32, 32]
         for (pair, n) in zip(path.pairs, try PathLoader.keptUnits(path, keep: 0.5)) {

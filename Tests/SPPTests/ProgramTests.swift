@@ -58,11 +58,13 @@ import SPPGraph
 
     @Test func theActivationMeterCountsWhatThePoolLentAtOnce() throws {
         let program = try Program(graph: Self.chain)
-        // x → a → b → out, 100 rows of 128 floats (51,200 bytes, a 65,536-byte buffer each): at
+        // x → a → b → out, 100 rows of 128 floats (51,200 bytes, a buffer of whole pages each): at
         // most two of them live at once (a step's input and output), counted as asked for.
         let meter = Program.ActivationMeter()
         let outputs = try program.run(["x": Self.input(rows: 100, seed: 0)], activations: meter)
         #expect(meter.peakBytes == 2 * 100 * 128 * 4)
+        // The meter's peak is the pool's: what the run took from it at once.
+        #expect(meter.peakBytes == program.buffers.peakLiveBytes)
         // A peak starts again from what is still lent: the outputs the caller holds.
         let pool = program.buffers
         pool.resetPeak()

@@ -54,7 +54,13 @@ void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a,
 /// times scale[p]) and its float32 diagonal: only q's entries left of the diagonal are read.
 void spp_lower_int8_columns(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
                             const float *diagonal, float *out, size_t ld);
-/// The widest body this CPU runs: 4 AVX-512, 3 AVX2 + FMA, 0 scalar.
+/// The gather-transpose that turns a pair's unit-major rows into the columns a kernel reads:
+/// out[c · ldo + j] = in[order[j], c] for c < cols, j < n, with 4-byte (`_32`) or
+/// 1-byte (`_8`) elements: rows of `in` picked by `order` (NULL: 0, 1, …) become
+/// columns of `out` [cols, ≥ n] (ldo ≥ n: n columns of a wider matrix).
+void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out, size_t ldo);
+void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out, size_t ldo);
+/// The widest body this CPU runs (the packed product's and the gather-transpose's): 4 AVX-512, 3 AVX2 + FMA, 0 scalar.
 int spp_packed_isa(void);
 /// `spp_sgemm_packed` with the body of `isa` (at most `spp_packed_isa()`): tests run each.
 void spp_sgemm_packed_isa(int isa, size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,

@@ -1,7 +1,6 @@
 // Storage precision (`spp convert --weights`, loading a .spp): conversions
-// between the stored element types and float32, int8 dequantisation, the
-// gather-transpose that turns a pair's unit-major rows into the columns a
-// kernel reads, and a parallel loop over independent items of uneven size.
+// between the stored element types and float32, int8 dequantisation, and a
+// parallel loop over independent items of uneven size.
 #ifndef SPP_STORAGE_H
 #define SPP_STORAGE_H
 #include <stddef.h>
@@ -17,11 +16,6 @@ void spp_float_to_half(const float *in, uint16_t *out, size_t n);
 void spp_float_to_bfloat(const float *in, uint16_t *out, size_t n);
 /// out[r, c] = q[r, c] · scales[r] (per_row) or · scales[c], for rows × cols row-major.
 void spp_int8_to_float(const int8_t *q, const float *scales, int per_row, size_t rows, size_t cols, float *out);
-/// out[c · ldo + j] = in[order[j], c] for c < cols, j < n, with 4-byte (`_32`) or
-/// 1-byte (`_8`) elements: rows of `in` picked by `order` (NULL: 0, 1, …) become
-/// columns of `out` [cols, ≥ n] (ldo ≥ n: n columns of a wider matrix).
-void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out, size_t ldo);
-void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out, size_t ldo);
 /// Returns the heap memory the process freed to the system (glibc's malloc_trim;
 /// nothing elsewhere): what a load freed would otherwise stay resident. Then has
 /// glibc serve blocks up to 32 MiB from the heap and keep what is freed there:
