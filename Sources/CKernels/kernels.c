@@ -262,17 +262,62 @@ SPP_CLONES void spp_dequantize_rows(const spp_aliased_int32 *acc, size_t ldacc, 
     }
 }
 
+// M[p, i0 + r] for r < rows (row p ≥ i0 of the lower-triangular M): the columns left of its
+// diagonal (int8 times the row's scale), the diagonal, then zeros.
+static inline void spp_lower_int8_row(size_t p, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
+                                      const float *diagonal, float *dst) {
+    const int8_t *src = q + p * ldq + i0;
+    float s = scale[p];
+    size_t below = p - i0 < rows ? p - i0 : rows;
+    for (size_t r = 0; r < below; r++) dst[r] = s * (float)src[r];
+    if (below < rows) {
+        dst[below] = diagonal[p];
+        for (size_t r = below + 1; r < rows; r++) dst[r] = 0;
+    }
+}
+
 SPP_CLONES void spp_lower_int8_columns(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
                                        const float *diagonal, float *out, size_t ld) {
-    for (size_t p = i0; p < k; p++) {
-        const int8_t *src = q + p * ldq + i0;
-        float *dst = out + (p - i0) * ld, s = scale[p];
-        // Row p of M holds columns left of its diagonal, the diagonal, then zeros.
-        size_t below = p - i0 < rows ? p - i0 : rows;
-        for (size_t r = 0; r < below; r++) dst[r] = s * (float)src[r];
-        if (below < rows) {
-            dst[below] = diagonal[p];
-            for (size_t r = below + 1; r < rows; r++) dst[r] = 0;
+    for (size_t p = i0; p < k; p++) spp_lower_int8_row(p, i0, rows, q, ldq, scale, diagonal, out + (p - i0) * ld);
+}
+
+// The bfloat16 nearest x (ties to even), as the high half of x's bits.
+static inline uint32_t spp_bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+
+SPP_CLONES void spp_lower_int8_columns_bf16(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
+                                            const float *diagonal, uint32_t *out, size_t ld) {
+    // Two rows of M as float32, then rounded and interleaved; a last odd row pairs with zeros.
+    float lo[rows], hi[rows];
+    for (size_t p = i0; p < k; p += 2) {
+        spp_lower_int8_row(p, i0, rows, q, ldq, scale, diagonal, lo);
+        if (p + 1 < k) spp_lower_int8_row(p + 1, i0, rows, q, ldq, scale, diagonal, hi);
+        else memset(hi, 0, sizeof hi);
+        uint32_t *dst = out + (p - i0) / 2 * ld;
+        for (size_t r = 0; r < rows; r++) dst[r] = spp_bf16_bits(lo[r]) | spp_bf16_bits(hi[r]) << 16;
+    }
+}
+
+size_t spp_packed_pairs_count(size_t k, size_t n) {
+    return (n + SPP_PANEL - 1) / SPP_PANEL * SPP_PANEL * ((k + 1) / 2);
+}
+
+SPP_CLONES void spp_pack_panels_bf16(const float *b, size_t ldb, size_t k, size_t n, uint32_t *packed) {
+    size_t pairs = (k + 1) / 2;
+    for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
+        size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
+        for (size_t t = 0; t < pairs; t++) {
+            const float *lo = b + 2 * t * ldb + j0, *hi = lo + ldb;
+            uint32_t *row = packed + j0 * pairs + t * SPP_PANEL;
+            size_t j = 0;
+            if (2 * t + 1 < k)
+                for (; j < cols; j++) row[j] = spp_bf16_bits(lo[j]) | spp_bf16_bits(hi[j]) << 16;
+            else
+                for (; j < cols; j++) row[j] = spp_bf16_bits(lo[j]);
+            for (; j < SPP_PANEL; j++) row[j] = 0;
         }
     }
 }
@@ -447,6 +492,36 @@ __attribute__((target("avx512f"))) SPP_INLINE void spp_sgemm_avx512_body(size_t 
     }
 SPP_SGEMM_ISA(avx2, "avx2,fma")
 SPP_SGEMM_ISA(avx512, "avx512f")
+
+// The bfloat16 product: the AVX-512 body's blocking (6 rows × two panels), one VDPBF16PS
+// (two multiply-adds a float lane: a pair of A's bfloat16 broadcast against a row of
+// panel pairs) in place of each FMA. A lone last panel is multiplied twice (p1 = p0):
+// the refit's widths are whole pairs of panels (a model's hidden size).
+__attribute__((target("avx512f,avx512bf16"))) static void spp_sbgemm_avx512bf16(size_t m, size_t n, size_t pairs, const uint32_t *a,
+                                                                                size_t lda, const uint32_t *packed, size_t ldp,
+                                                                                float *c, size_t ldc) {
+    for (size_t j0 = 0; j0 < n; j0 += 2 * SPP_PANEL) {
+        size_t cols = n - j0 < 2 * SPP_PANEL ? n - j0 : 2 * SPP_PANEL;
+        const uint32_t *p0 = packed + j0 * ldp, *p1 = cols > SPP_PANEL ? p0 + ldp * SPP_PANEL : p0;
+        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
+            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
+            const uint32_t *ar[SPP_ROWS];
+            for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + i0 + (r < rows ? r : rows - 1);
+            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+                   c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            for (size_t t = 0; t < pairs; t++) {
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(p0 + t * SPP_PANEL), b1 = (__m512bh)_mm512_loadu_si512(p1 + t * SPP_PANEL), x;
+#define SPP_DOT_ROW(r) x = (__m512bh)_mm512_set1_epi32((int)ar[r][t * lda]); c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0); c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1);
+                SPP_DOT_ROW(0) SPP_DOT_ROW(1) SPP_DOT_ROW(2) SPP_DOT_ROW(3) SPP_DOT_ROW(4) SPP_DOT_ROW(5)
+#undef SPP_DOT_ROW
+            }
+            float acc[SPP_ROWS * 2 * SPP_PANEL];
+            __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+            for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm512_storeu_ps(acc + SPP_PANEL * i, all[i]);
+            for (size_t r = 0; r < rows; r++) memcpy(c + (i0 + r) * ldc + j0, acc + r * 2 * SPP_PANEL, cols * sizeof(float));
+        }
+    }
+}
 #endif
 
 int spp_packed_isa(void) {
@@ -511,6 +586,41 @@ void spp_sgemm_packed_isa(int isa, size_t m, size_t n, size_t k, float alpha, co
 void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
                       const float *packed, size_t ldp, float *c, size_t ldc) {
     spp_sgemm_packed_isa(spp_packed_isa(), m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc);
+}
+
+int spp_bf16_supported(void) {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+// The bfloat16 of x's high half, as a float.
+static inline float spp_bf16_float(uint32_t bits16) {
+    uint32_t u = bits16 << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+void spp_sbgemm_packed(size_t m, size_t n, size_t pairs, const uint32_t *a, size_t lda, const uint32_t *packed, size_t ldp,
+                       float *c, size_t ldc) {
+    if (m == 0 || n == 0) return;
+#if defined(__x86_64__)
+    if (spp_bf16_supported()) { spp_sbgemm_avx512bf16(m, n, pairs, a, lda, packed, ldp, c, ldc); return; }
+#endif
+    // Elsewhere each product of two bfloat16 is exact in float32, summed in float32.
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            const uint32_t *panel = packed + j / SPP_PANEL * SPP_PANEL * ldp + j % SPP_PANEL;
+            float sum = 0;
+            for (size_t t = 0; t < pairs; t++) {
+                uint32_t x = a[t * lda + i], y = panel[t * SPP_PANEL];
+                sum += spp_bf16_float(x & 0xFFFFu) * spp_bf16_float(y & 0xFFFFu) + spp_bf16_float(x >> 16) * spp_bf16_float(y >> 16);
+            }
+            c[i * ldc + j] = sum;
+        }
 }
 
 void spp_gemm_u8s8s32_ref(size_t m, size_t n, size_t k, const uint8_t *a, size_t lda,

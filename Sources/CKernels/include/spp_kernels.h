@@ -54,6 +54,29 @@ void spp_sgemm_packed(size_t m, size_t n, size_t k, float alpha, const float *a,
 /// times scale[p]) and its float32 diagonal: only q's entries left of the diagonal are read.
 void spp_lower_int8_columns(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
                             const float *diagonal, float *out, size_t ld);
+
+// The refit's product in bfloat16 (FeedForwardRepair): twice the multiply-adds a cycle
+// of float32 where the CPU has AVX512-BF16. Operands are pairs of bfloat16 along the
+// shared dimension, one 32-bit word a pair (element 2t low half, 2t + 1 high half,
+// rounded to nearest even from float32), so products of k = 2·pairs terms.
+
+/// Whether spp_sbgemm_packed runs AVX512-BF16 here (elsewhere it is a slow scalar loop).
+int spp_bf16_supported(void);
+/// Words `spp_pack_panels_bf16` writes for a k × n matrix.
+size_t spp_packed_pairs_count(size_t k, size_t n);
+/// B (k × n; element (p, j) at b[p·ldb + j]) into ⌈n / 16⌉ panels of ⌈k / 2⌉ rows of 16
+/// pair words (row t of a panel holds B rows 2t and 2t + 1 of its 16 columns), zero padded.
+void spp_pack_panels_bf16(const float *b, size_t ldb, size_t k, size_t n, uint32_t *packed);
+/// `spp_lower_int8_columns` as pair words: out[(p − i0) / 2 · ld + r] holds M[p, i0 + r] and
+/// M[p + 1, i0 + r] for even p − i0 (zero past row k − 1).
+void spp_lower_int8_columns_bf16(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
+                                 const float *diagonal, uint32_t *out, size_t ld);
+/// C (m × n, leading dimension ldc) = A (m × 2·pairs; pair t of row i at a[t·lda + i]) · B
+/// packed by spp_pack_panels_bf16 with `ldp` pair rows a panel (panel q at packed + q·16·ldp;
+/// its first `pairs` rows read); float32 sums.
+void spp_sbgemm_packed(size_t m, size_t n, size_t pairs, const uint32_t *a, size_t lda, const uint32_t *packed, size_t ldp,
+                       float *c, size_t ldc);
+
 /// The gather-transpose that turns a pair's unit-major rows into the columns a kernel reads:
 /// out[c · ldo + j] = in[order[j], c] for c < cols, j < n, with 4-byte (`_32`) or
 /// 1-byte (`_8`) elements: rows of `in` picked by `order` (NULL: 0, 1, …) become
