@@ -131,6 +131,9 @@ public final class SPPReader: Sendable {
                         lookupTables: lookupTables, encodings: encodings)
     }
 
+    /// See `FrameReader.prefetch`.
+    public func prefetch(_ entries: [TensorEntryInfo]) { frames.prefetch(entries) }
+
     /// Reads, checks and decodes the stored bytes of `e` into `dst` (`FrameReader.decode`).
     public func decode(_ e: TensorEntryInfo, into dst: UnsafeMutableRawPointer, buffers: FrameBuffers) throws {
         try frames.decode(e, into: dst, buffers: buffers)

@@ -253,9 +253,11 @@ public enum PathLoader {
             }
         }
 
+        let reads = tasks.flatMap(\.entries) + refits.flatMap(\.entries)
+        reader.prefetch(reads + reads.compactMap { $0.encoding?.scales.flatMap(reader.entry(named:)) })
         clock.lap("plan")
         var decoder = TensorDecoder(reader: reader, threads: threads)
-        try decoder.readScales(of: tasks.flatMap(\.entries) + refits.flatMap(\.entries))
+        try decoder.readScales(of: reads)
         try decoder.run(tasks + refitTasks)
         clock.lap("decode")
 
