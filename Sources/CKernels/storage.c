@@ -1,3 +1,7 @@
+#if defined(__linux__)
+#define _GNU_SOURCE  // sched_getcpu, sched_setaffinity
+#include <sched.h>
+#endif
 #include "spp_storage.h"
 #include <string.h>
 #if defined(__GLIBC__)
@@ -60,20 +64,59 @@ struct spp_items {
     void *ctx;
     size_t count;
     size_t next;
+    // Spread: thread 0 (the caller) stays on caller_cpu, thread t on the t-th other CPU of `cpus`.
+    int spread;
+#if defined(__linux__)
+    cpu_set_t cpus;
+    int caller_cpu;
+#endif
 };
+
+#if defined(__linux__)
+// The CPU thread `thread` of a spread team runs on, or -1.
+static int spp_items_cpu(const struct spp_items *job, int thread) {
+    if (thread == 0) return job->caller_cpu;
+    int seen = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &job->cpus) || cpu == job->caller_cpu) continue;
+        if (++seen == thread) return cpu;
+    }
+    return -1;
+}
+#endif
 
 static void spp_items_run(void *p) {
     struct spp_items *job = p;
     int thread = omp_get_thread_num();
+#if defined(__linux__)
+    cpu_set_t saved;
+    int pinned = 0, cpu = job->spread ? spp_items_cpu(job, thread) : -1;
+    if (cpu >= 0 && sched_getaffinity(0, sizeof saved, &saved) == 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        pinned = sched_setaffinity(0, sizeof one, &one) == 0;
+    }
+#endif
     for (;;) {
         size_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
-        if (i >= job->count) return;
+        if (i >= job->count) break;
         job->body(job->ctx, i, thread);
     }
+#if defined(__linux__)
+    if (pinned) sched_setaffinity(0, sizeof saved, &saved);
+#endif
 }
 
-void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, size_t item, int thread), void *ctx) {
-    struct spp_items job = {body, ctx, count, 0};
+void spp_parallel_items(unsigned threads, size_t count, int spread, void (*body)(void *ctx, size_t item, int thread), void *ctx) {
+    struct spp_items job = {body, ctx, count, 0, 0};
+#if defined(__linux__)
+    // Only where every thread gets a CPU of its own among those the caller may use.
+    if (spread && threads > 1 && sched_getaffinity(0, sizeof job.cpus, &job.cpus) == 0 && CPU_COUNT(&job.cpus) >= (int)threads) {
+        job.caller_cpu = sched_getcpu();
+        job.spread = job.caller_cpu >= 0 && CPU_ISSET(job.caller_cpu, &job.cpus);
+    }
+#endif
     GOMP_parallel(spp_items_run, &job, threads, 0);
 }
 

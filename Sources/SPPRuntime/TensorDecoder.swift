@@ -75,7 +75,7 @@ struct TensorDecoder {
         let buffers = (0..<threads).map { _ in FrameBuffers() }
         let decoder = self
         failures.withUnsafeMutableBufferPointer { failures in
-            Parallel.forEachItem(order.count, threads: threads) { item, thread in
+            Parallel.forEachItem(order.count, threads: threads, spread: true) { item, thread in
                 let i = order[item]
                 do { try tasks[i].body(decoder, buffers[thread]) } catch { failures[i] = error }
             }

@@ -60,12 +60,8 @@ import SPPRuntime
                diagonal: stored.inverseDiagonal.floats, k)
     }
 
-    /// x rounded to 8 significant bits, ties to even: bfloat16's value of a float32.
-    static func bfloat16(_ x: Float) -> Double {
-        guard x != 0 else { return 0 }
-        let ulp = Float(sign: .plus, exponent: x.exponent - 7, significand: 1)
-        return Double((x / ulp).rounded(.toNearestOrEven) * ulp)
-    }
+    /// The value of x rounded to bfloat16 (`PrecisionTests.bfloat16`'s bits).
+    static func bfloat16(_ x: Float) -> Double { Double(Float(bitPattern: UInt32(PrecisionTests.bfloat16(x)) << 16)) }
 
     /// The refit (one product W = M_SSᵀ Z_S) equals a dense solve of A_SS W = (A W2)_S with
     /// A = (MᵀM)⁻¹, for random triangular M of odd sizes (200: three slabs of the blocked

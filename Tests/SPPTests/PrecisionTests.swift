@@ -1,6 +1,7 @@
 import Foundation
 import SPPCore
 import SPPKernels
+import Synchronization
 import Testing
 
 /// The storage-precision kernels against naive references: Swift's own Float16
@@ -142,5 +143,32 @@ import Testing
             }
             #expect(seen.allSatisfy { $0 == 1 } && threadOK.allSatisfy { $0 }, "\(count) items on \(threads) threads")
         }
+    }
+
+    /// The CPUs the calling thread may run on, as the kernel lists them ("0-1").
+    static func allowedCPUs() -> String {
+        let status = (try? String(contentsOfFile: "/proc/thread-self/status", encoding: .utf8)) ?? ""
+        return status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
+            .map { $0.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces) } ?? ""
+    }
+
+    /// A spread team binds its two threads to a CPU each while the call lasts and gives the
+    /// caller its CPU mask back.
+    @Test(.enabled(if: allowedCPUs().contains("-") || allowedCPUs().contains(","), "needs two CPUs"))
+    func spreadItemsRunOnCPUsOfTheirOwn() {
+        let before = Self.allowedCPUs()
+        // Every item waits (up to a second) until both threads have arrived, so each thread takes one.
+        let arrived = Atomic<Int>(0)
+        var masks = ["", ""]
+        masks.withUnsafeMutableBufferPointer { masks in
+            Parallel.forEachItem(2, threads: 2, spread: true) { _, thread in
+                masks[thread] = Self.allowedCPUs()
+                arrived.add(1, ordering: .relaxed)
+                let start = Date()
+                while arrived.load(ordering: .relaxed) < 2 && Date().timeIntervalSince(start) < 1 {}
+            }
+        }
+        #expect(masks.allSatisfy { Int($0) != nil } && masks[0] != masks[1], "each thread on a CPU of its own: \(masks)")
+        #expect(Self.allowedCPUs() == before, "the caller's mask given back")
     }
 }

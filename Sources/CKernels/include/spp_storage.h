@@ -25,7 +25,10 @@ void spp_int8_to_float(const int8_t *q, const float *scales, int per_row, size_t
 void spp_release_free_memory(void);
 /// Calls body(ctx, i, thread) for every i < count on a team of `threads` threads
 /// in libgomp's pool (as spp_parallel), each thread taking the next item as it
-/// finishes one, so that items of uneven size keep all threads busy.
-void spp_parallel_items(unsigned threads, size_t count, void (*body)(void *ctx, size_t item, int thread), void *ctx);
+/// finishes one, so that items of uneven size keep all threads busy. `spread`
+/// (Linux): for the call, each thread is bound to a CPU of its own among those the
+/// caller may use (the caller to the one it is on), and given back its own CPU
+/// mask after; nothing is bound when there are fewer CPUs than threads.
+void spp_parallel_items(unsigned threads, size_t count, int spread, void (*body)(void *ctx, size_t item, int thread), void *ctx);
 
 #endif
