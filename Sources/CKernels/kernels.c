@@ -1,4 +1,5 @@
 #include "spp_kernels.h"
+#include "bfloat.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -281,13 +282,6 @@ SPP_CLONES void spp_lower_int8_columns(size_t k, size_t i0, size_t rows, const i
     for (size_t p = i0; p < k; p++) spp_lower_int8_row(p, i0, rows, q, ldq, scale, diagonal, out + (p - i0) * ld);
 }
 
-// The bfloat16 nearest x (ties to even), as the high half of x's bits.
-static inline uint32_t spp_bf16_bits(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-}
-
 SPP_CLONES void spp_lower_int8_columns_bf16(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
                                             const float *diagonal, uint32_t *out, size_t ld) {
     // Two rows of M as float32, then rounded and interleaved; a last odd row pairs with zeros.
@@ -297,7 +291,7 @@ SPP_CLONES void spp_lower_int8_columns_bf16(size_t k, size_t i0, size_t rows, co
         if (p + 1 < k) spp_lower_int8_row(p + 1, i0, rows, q, ldq, scale, diagonal, hi);
         else memset(hi, 0, sizeof hi);
         uint32_t *dst = out + (p - i0) / 2 * ld;
-        for (size_t r = 0; r < rows; r++) dst[r] = spp_bf16_bits(lo[r]) | spp_bf16_bits(hi[r]) << 16;
+        for (size_t r = 0; r < rows; r++) dst[r] = spp_bfloat_bits(lo[r]) | (uint32_t)spp_bfloat_bits(hi[r]) << 16;
     }
 }
 
@@ -314,9 +308,9 @@ SPP_CLONES void spp_pack_panels_bf16(const float *b, size_t ldb, size_t k, size_
             uint32_t *row = packed + j0 * pairs + t * SPP_PANEL;
             size_t j = 0;
             if (2 * t + 1 < k)
-                for (; j < cols; j++) row[j] = spp_bf16_bits(lo[j]) | spp_bf16_bits(hi[j]) << 16;
+                for (; j < cols; j++) row[j] = spp_bfloat_bits(lo[j]) | (uint32_t)spp_bfloat_bits(hi[j]) << 16;
             else
-                for (; j < cols; j++) row[j] = spp_bf16_bits(lo[j]);
+                for (; j < cols; j++) row[j] = spp_bfloat_bits(lo[j]);
             for (; j < SPP_PANEL; j++) row[j] = 0;
         }
     }

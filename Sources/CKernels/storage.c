@@ -3,6 +3,7 @@
 #include <sched.h>
 #endif
 #include "spp_storage.h"
+#include "bfloat.h"
 #include <string.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -34,14 +35,7 @@ SPP_CLONES void spp_float_to_half(const float *in, uint16_t *out, size_t n) {
 }
 
 SPP_CLONES void spp_float_to_bfloat(const float *in, uint16_t *out, size_t n) {
-    const uint32_t *u = (const uint32_t *)in;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits = u[i];
-        // Round to nearest even on the 16 bits dropped; a NaN keeps its sign and becomes quiet.
-        uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-        int nan = (bits & 0x7fffffffu) > 0x7f800000u;
-        out[i] = (uint16_t)(nan ? ((bits >> 16) | 0x40u) : rounded);
-    }
+    for (size_t i = 0; i < n; i++) out[i] = spp_bfloat_bits(in[i]);
 }
 
 SPP_CLONES void spp_int8_to_float(const int8_t *q, const float *scales, int per_row, size_t rows, size_t cols, float *out) {
