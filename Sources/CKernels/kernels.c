@@ -284,6 +284,7 @@ SPP_CLONES void spp_lower_int8_columns(size_t k, size_t i0, size_t rows, const i
 
 SPP_CLONES void spp_lower_int8_columns_bf16(size_t k, size_t i0, size_t rows, const int8_t *q, size_t ldq, const float *scale,
                                             const float *diagonal, uint32_t *out, size_t ld) {
+    if (rows == 0 || i0 >= k) return;
     // Two rows of M as float32, then rounded and interleaved; a last odd row pairs with zeros.
     float lo[rows], hi[rows];
     for (size_t p = i0; p < k; p += 2) {
@@ -304,12 +305,13 @@ SPP_CLONES void spp_pack_panels_bf16(const float *b, size_t ldb, size_t k, size_
     for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
         size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
         for (size_t t = 0; t < pairs; t++) {
-            const float *lo = b + 2 * t * ldb + j0, *hi = lo + ldb;
+            const float *lo = b + 2 * t * ldb + j0;
             uint32_t *row = packed + j0 * pairs + t * SPP_PANEL;
             size_t j = 0;
-            if (2 * t + 1 < k)
+            if (2 * t + 1 < k) {
+                const float *hi = lo + ldb;
                 for (; j < cols; j++) row[j] = spp_bfloat_bits(lo[j]) | (uint32_t)spp_bfloat_bits(hi[j]) << 16;
-            else
+            } else
                 for (; j < cols; j++) row[j] = spp_bfloat_bits(lo[j]);
             for (; j < SPP_PANEL; j++) row[j] = 0;
         }
@@ -600,11 +602,15 @@ static inline float spp_bf16_float(uint32_t bits16) {
 
 void spp_sbgemm_packed(size_t m, size_t n, size_t pairs, const uint32_t *a, size_t lda, const uint32_t *packed, size_t ldp,
                        float *c, size_t ldc) {
-    if (m == 0 || n == 0) return;
 #if defined(__x86_64__)
-    if (spp_bf16_supported()) { spp_sbgemm_avx512bf16(m, n, pairs, a, lda, packed, ldp, c, ldc); return; }
+    if (m > 0 && n > 0 && spp_bf16_supported()) { spp_sbgemm_avx512bf16(m, n, pairs, a, lda, packed, ldp, c, ldc); return; }
 #endif
-    // Elsewhere each product of two bfloat16 is exact in float32, summed in float32.
+    spp_sbgemm_packed_scalar(m, n, pairs, a, lda, packed, ldp, c, ldc);
+}
+
+void spp_sbgemm_packed_scalar(size_t m, size_t n, size_t pairs, const uint32_t *a, size_t lda, const uint32_t *packed, size_t ldp,
+                              float *c, size_t ldc) {
+    // Each product of two bfloat16 is exact in float32, summed in float32.
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) {
             const uint32_t *panel = packed + j / SPP_PANEL * SPP_PANEL * ldp + j % SPP_PANEL;

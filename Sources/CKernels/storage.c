@@ -67,13 +67,14 @@ struct spp_items {
 };
 
 #if defined(__linux__)
-// The CPU thread `thread` of a spread team runs on, or -1.
+// The CPU thread `thread` of a spread team runs on, or -1: the caller's, then the allowed
+// CPUs after it in turn (so that teams of callers on different CPUs do not all pick the same).
 static int spp_items_cpu(const struct spp_items *job, int thread) {
     if (thread == 0) return job->caller_cpu;
     int seen = 0;
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-        if (!CPU_ISSET(cpu, &job->cpus) || cpu == job->caller_cpu) continue;
-        if (++seen == thread) return cpu;
+    for (int step = 1; step < CPU_SETSIZE; step++) {
+        int cpu = (job->caller_cpu + step) % CPU_SETSIZE;
+        if (CPU_ISSET(cpu, &job->cpus) && ++seen == thread) return cpu;
     }
     return -1;
 }

@@ -92,16 +92,15 @@ public final class FrameReader: Sendable {
         #if os(Linux)
         // Frames closer than this are read as one range (the gap costs less than another call).
         let gap = 1 << 16
-        var ranges = entries.map { (start: $0.fileOffset, end: $0.fileOffset + $0.compressedSize) }.sorted { $0.start < $1.start }
-        var merged: [(start: Int, end: Int)] = []
-        for r in ranges {
-            if let last = merged.last, r.start <= last.end + gap {
-                merged[merged.count - 1].end = max(last.end, r.end)
+        let frames = entries.map { (start: $0.fileOffset, end: $0.fileOffset + $0.compressedSize) }.sorted { $0.start < $1.start }
+        var ranges: [(start: Int, end: Int)] = []
+        for r in frames {
+            if let last = ranges.last, r.start <= last.end + gap {
+                ranges[ranges.count - 1].end = max(last.end, r.end)
             } else {
-                merged.append(r)
+                ranges.append(r)
             }
         }
-        ranges = merged
         for r in ranges { _ = posix_fadvise(fd, off_t(r.start), off_t(r.end - r.start), Int32(POSIX_FADV_WILLNEED)) }
         #endif
     }

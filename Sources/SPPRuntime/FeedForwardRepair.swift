@@ -53,7 +53,9 @@ public enum FeedForwardRepair {
         /// M and Z rounded to bfloat16 (8 significant bits), products summed in float32:
         /// AVX512-BF16 does two multiply-adds a float lane where FMA does one. On
         /// all-MiniLM-L6-v2 at keep 0.3, 0.5 and 0.75, recall@1 on debdesc moves by at
-        /// most ±0.0015 (3 of 2,000 pairs) and cosine to dense by ≤ 0.0001.
+        /// most ±0.0015 (3 of 2,000 pairs) and cosine to dense by ≤ 0.0001. Not bit for bit
+        /// the same on every CPU: VDPBF16PS flushes denormals and adds a pair's products in
+        /// its own order, the scalar loop elsewhere in another.
         case bfloat16
 
         /// bfloat16 where the CPU multiplies it natively, float32 elsewhere.
@@ -117,6 +119,7 @@ public enum FeedForwardRepair {
             }
         case .bfloat16:
             // Slabs start on even rows, so a slab's pairs are the panels' from pair i0 / 2 on.
+            precondition(Self.refitBlock % 2 == 0, "bfloat16 refit slabs of \(Self.refitBlock) rows")
             let pairs = (k + 1) / 2
             withScratch(UInt32.self, count: spp_packed_pairs_count(k, d)) { panels in
                 spp_pack_panels_bf16(pz, d, k, d, panels)

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 import SPPCore
@@ -143,6 +144,29 @@ import SPPRuntime
                 var bias = Double(b2[c]) + Double(offset[c])
                 for i in 0..<k { bias -= Double(mean[i]) * expected[i][c] }
                 #expect(abs(Double(b.floats[c]) - bias) < 1e-4, "k \(k) b[\(c)]")
+            }
+        }
+    }
+
+    /// The bfloat16 product (AVX512-BF16 where the CPU has it) equals its scalar loop for
+    /// partial row blocks, lone and partial panels and odd k (a last pair padded with zero).
+    @Test func bfloat16ProductMatchesItsScalarLoop() {
+        var rng = SplitMix64(seed: 11)
+        for m in 1...13 {
+            for n in [1, 15, 16, 17, 31, 32, 33, 48] {
+                for k in [1, 2, 5, 9, 10] {
+                    let pairs = (k + 1) / 2, lda = m + 3
+                    let b = (0..<(k * n)).map { _ in rng.signedUnit() }
+                    let a = (0..<(pairs * lda)).map { _ in UInt32(truncatingIfNeeded: rng.next()) & 0x3FFF_3FFF }  // finite, |x| < 2
+                    var packed = [UInt32](repeating: 0xFFFF_FFFF, count: spp_packed_pairs_count(k, n))
+                    spp_pack_panels_bf16(b, n, k, n, &packed)
+                    var kernel = [Float](repeating: .nan, count: m * n), loop = kernel
+                    spp_sbgemm_packed(m, n, pairs, a, lda, packed, pairs, &kernel, n)
+                    spp_sbgemm_packed_scalar(m, n, pairs, a, lda, packed, pairs, &loop, n)
+                    // Sums in another order: within float32 rounding of the sum of |terms| (each < 2).
+                    let close = zip(kernel, loop).allSatisfy { abs($0 - $1) <= 1e-5 * Float(2 * k) }
+                    #expect(close, "m \(m), n \(n), k \(k)")
+                }
             }
         }
     }

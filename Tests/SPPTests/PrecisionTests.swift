@@ -157,18 +157,25 @@ import Testing
     @Test(.enabled(if: allowedCPUs().contains("-") || allowedCPUs().contains(","), "needs two CPUs"))
     func spreadItemsRunOnCPUsOfTheirOwn() {
         let before = Self.allowedCPUs()
-        // Every item waits (up to a second) until both threads have arrived, so each thread takes one.
-        let arrived = Atomic<Int>(0)
-        var masks = ["", ""]
-        masks.withUnsafeMutableBufferPointer { masks in
-            Parallel.forEachItem(2, threads: 2, spread: true) { _, thread in
-                masks[thread] = Self.allowedCPUs()
-                arrived.add(1, ordering: .relaxed)
-                let start = Date()
-                while arrived.load(ordering: .relaxed) < 2 && Date().timeIntervalSince(start) < 1 {}
+        // The masks of a team's two threads. Every item waits (up to 10 s) until both threads
+        // have arrived, so each thread takes one.
+        func masks(spread: Bool) -> [String] {
+            let arrived = Atomic<Int>(0)
+            var masks = ["", ""]
+            masks.withUnsafeMutableBufferPointer { masks in
+                Parallel.forEachItem(2, threads: 2, spread: spread) { _, thread in
+                    masks[thread] = Self.allowedCPUs()
+                    arrived.add(1, ordering: .relaxed)
+                    let start = Date()
+                    while arrived.load(ordering: .relaxed) < 2 && Date().timeIntervalSince(start) < 10 {}
+                }
             }
+            return masks
         }
-        #expect(masks.allSatisfy { Int($0) != nil } && masks[0] != masks[1], "each thread on a CPU of its own: \(masks)")
+        let unbound = masks(spread: false)
+        let spread = masks(spread: true)
+        #expect(spread.allSatisfy { Int($0) != nil } && spread[0] != spread[1], "each thread on a CPU of its own: \(spread)")
         #expect(Self.allowedCPUs() == before, "the caller's mask given back")
+        #expect(masks(spread: false) == unbound, "the worker's mask given back: \(unbound)")
     }
 }

@@ -76,6 +76,9 @@ void spp_lower_int8_columns_bf16(size_t k, size_t i0, size_t rows, const int8_t 
 /// its first `pairs` rows read); float32 sums.
 void spp_sbgemm_packed(size_t m, size_t n, size_t pairs, const uint32_t *a, size_t lda, const uint32_t *packed, size_t ldp,
                        float *c, size_t ldc);
+/// The same product as a plain loop (what spp_sbgemm_packed does without AVX512-BF16): tests check the kernel against it.
+void spp_sbgemm_packed_scalar(size_t m, size_t n, size_t pairs, const uint32_t *a, size_t lda, const uint32_t *packed, size_t ldp,
+                              float *c, size_t ldc);
 
 /// The gather-transpose that turns a pair's unit-major rows into the columns a kernel reads:
 /// out[c · ldo + j] = in[order[j], c] for c < cols, j < n, with 4-byte (`_32`) or
