@@ -13,4 +13,17 @@ static inline uint16_t spp_bfloat_bits(float x) {
     return (uint16_t)(nan ? ((bits >> 16) | 0x40u) : rounded);
 }
 
+// Two bfloat16 in one word: lo in the low half, hi in the high half (the refit's operand pairs).
+static inline uint32_t spp_bfloat_pair(float lo, float hi) {
+    return spp_bfloat_bits(lo) | (uint32_t)spp_bfloat_bits(hi) << 16;
+}
+
+// The float32 a bfloat16 stands for, exactly.
+static inline float spp_bfloat_value(uint32_t bits16) {
+    uint32_t u = bits16 << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 #endif

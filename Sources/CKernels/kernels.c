@@ -292,7 +292,7 @@ SPP_CLONES void spp_lower_int8_columns_bf16(size_t k, size_t i0, size_t rows, co
         if (p + 1 < k) spp_lower_int8_row(p + 1, i0, rows, q, ldq, scale, diagonal, hi);
         else memset(hi, 0, sizeof hi);
         uint32_t *dst = out + (p - i0) / 2 * ld;
-        for (size_t r = 0; r < rows; r++) dst[r] = spp_bfloat_bits(lo[r]) | (uint32_t)spp_bfloat_bits(hi[r]) << 16;
+        for (size_t r = 0; r < rows; r++) dst[r] = spp_bfloat_pair(lo[r], hi[r]);
     }
 }
 
@@ -310,7 +310,7 @@ SPP_CLONES void spp_pack_panels_bf16(const float *b, size_t ldb, size_t k, size_
             size_t j = 0;
             if (2 * t + 1 < k) {
                 const float *hi = lo + ldb;
-                for (; j < cols; j++) row[j] = spp_bfloat_bits(lo[j]) | (uint32_t)spp_bfloat_bits(hi[j]) << 16;
+                for (; j < cols; j++) row[j] = spp_bfloat_pair(lo[j], hi[j]);
             } else
                 for (; j < cols; j++) row[j] = spp_bfloat_bits(lo[j]);
             for (; j < SPP_PANEL; j++) row[j] = 0;
@@ -347,29 +347,17 @@ __attribute__((target("avx2"))) static void spp_transpose_8x8(const float *const
 }
 #endif
 
+static void spp_gather_transpose_32_ld(const uint32_t *in, size_t ldi, size_t cols, const int64_t *order, size_t n, uint32_t *out,
+                                       size_t ldo);
+
 void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n, float *packed) {
     for (size_t j0 = 0; j0 < n; j0 += SPP_PANEL) {
         size_t cols = n - j0 < SPP_PANEL ? n - j0 : SPP_PANEL;
         float *panel = packed + j0 * k;
         if (trans_b) {
-            // B's columns are rows in memory: 8 × 8 tiles transposed where whole, the rest one by one.
+            // B's columns are rows in memory: the panel is their gather-transpose.
             if (cols < SPP_PANEL) memset(panel, 0, k * SPP_PANEL * sizeof(float));
-            size_t tiled_cols = 0, tiled_rows = 0;
-#if defined(__x86_64__)
-            if (spp_packed_isa() >= 3) {
-                tiled_cols = cols / 8 * 8, tiled_rows = k / 8 * 8;
-                for (size_t j = 0; j < tiled_cols; j += 8)
-                    for (size_t p = 0; p < tiled_rows; p += 8) {
-                        const float *rows[8];
-                        for (size_t i = 0; i < 8; i++) rows[i] = b + (j0 + j + i) * ldb + p;
-                        spp_transpose_8x8(rows, panel + p * SPP_PANEL + j, SPP_PANEL);
-                    }
-            }
-#endif
-            for (size_t j = 0; j < cols; j++) {
-                const float *column = b + (j0 + j) * ldb;
-                for (size_t p = j < tiled_cols ? tiled_rows : 0; p < k; p++) panel[p * SPP_PANEL + j] = column[p];
-            }
+            spp_gather_transpose_32_ld((const uint32_t *)b + j0 * ldb, ldb, k, NULL, cols, (uint32_t *)panel, SPP_PANEL);
         } else {
             for (size_t p = 0; p < k; p++) {
                 float *row = panel + p * SPP_PANEL;
@@ -390,17 +378,18 @@ void spp_pack_panels(const float *b, size_t ldb, int trans_b, size_t k, size_t n
 #define SPP_INLINE static inline __attribute__((always_inline))
 
 // The loops every body shares: panels of WIDTH columns (one or two panels: p0, p1;
-// p1 = p0 for a last single panel, which the two-panel body multiplies alone), blocks of SPP_ROWS rows of A (ar: a partial
+// p1 = p0 for a last single panel), blocks of SPP_ROWS rows of A (ar: a partial
 // block repeats its last row, so reads stay inside A). The body fills acc (SPP_ROWS
-// rows of WIDTH, alpha applied), stored for the block's own rows and columns.
+// rows of WIDTH, alpha applied), stored for the block's own rows and columns. A and
+// the panels hold floats, or pairs of bfloat16 (the bfloat16 body).
 #define SPP_SGEMM_BLOCKS(WIDTH, ...)                                                                     \
     for (size_t j0 = 0; j0 < n; j0 += (WIDTH)) {                                                         \
         size_t cols = n - j0 < (WIDTH) ? n - j0 : (WIDTH);                                               \
-        const float *p0 = packed + j0 * ldp, *p1 = cols > SPP_PANEL ? p0 + ldp * SPP_PANEL : p0;         \
+        const __typeof__(*packed) *p0 = packed + j0 * ldp, *p1 = cols > SPP_PANEL ? p0 + ldp * SPP_PANEL : p0; \
         (void)p1;                                                                                        \
         for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {                                                   \
             size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;                                         \
-            const float *ar[SPP_ROWS];                                                                   \
+            const __typeof__(*a) *ar[SPP_ROWS];                                                          \
             for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + (i0 + (r < rows ? r : rows - 1)) * rs;     \
             float acc[SPP_ROWS * (WIDTH)];                                                               \
             __VA_ARGS__                                                                                  \
@@ -493,30 +482,22 @@ SPP_SGEMM_ISA(avx512, "avx512f")
 // (two multiply-adds a float lane: a pair of A's bfloat16 broadcast against a row of
 // panel pairs) in place of each FMA. A lone last panel is multiplied twice (p1 = p0):
 // the refit's widths are whole pairs of panels (a model's hidden size).
+// One pair step for row r: A's pair broadcast, a VDPBF16PS into each of the row's two accumulators.
+#define SPP_DOT_ROW(r) x = (__m512bh)_mm512_set1_epi32((int)ar[r][t * cs]); c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0); c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1);
 __attribute__((target("avx512f,avx512bf16"))) static void spp_sbgemm_avx512bf16(size_t m, size_t n, size_t pairs, const uint32_t *a,
                                                                                 size_t lda, const uint32_t *packed, size_t ldp,
                                                                                 float *c, size_t ldc) {
-    for (size_t j0 = 0; j0 < n; j0 += 2 * SPP_PANEL) {
-        size_t cols = n - j0 < 2 * SPP_PANEL ? n - j0 : 2 * SPP_PANEL;
-        const uint32_t *p0 = packed + j0 * ldp, *p1 = cols > SPP_PANEL ? p0 + ldp * SPP_PANEL : p0;
-        for (size_t i0 = 0; i0 < m; i0 += SPP_ROWS) {
-            size_t rows = m - i0 < SPP_ROWS ? m - i0 : SPP_ROWS;
-            const uint32_t *ar[SPP_ROWS];
-            for (size_t r = 0; r < SPP_ROWS; r++) ar[r] = a + i0 + (r < rows ? r : rows - 1);
-            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-                   c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-            for (size_t t = 0; t < pairs; t++) {
-                __m512bh b0 = (__m512bh)_mm512_loadu_si512(p0 + t * SPP_PANEL), b1 = (__m512bh)_mm512_loadu_si512(p1 + t * SPP_PANEL), x;
-#define SPP_DOT_ROW(r) x = (__m512bh)_mm512_set1_epi32((int)ar[r][t * lda]); c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0); c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1);
-                SPP_DOT_ROW(0) SPP_DOT_ROW(1) SPP_DOT_ROW(2) SPP_DOT_ROW(3) SPP_DOT_ROW(4) SPP_DOT_ROW(5)
-#undef SPP_DOT_ROW
-            }
-            float acc[SPP_ROWS * 2 * SPP_PANEL];
-            __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-            for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm512_storeu_ps(acc + SPP_PANEL * i, all[i]);
-            for (size_t r = 0; r < rows; r++) memcpy(c + (i0 + r) * ldc + j0, acc + r * 2 * SPP_PANEL, cols * sizeof(float));
+    size_t rs = 1, cs = lda;
+    SPP_SGEMM_BLOCKS(2 * SPP_PANEL, {
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+               c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        for (size_t t = 0; t < pairs; t++) {
+            __m512bh b0 = (__m512bh)_mm512_loadu_si512(p0 + t * SPP_PANEL), b1 = (__m512bh)_mm512_loadu_si512(p1 + t * SPP_PANEL), x;
+            SPP_DOT_ROW(0) SPP_DOT_ROW(1) SPP_DOT_ROW(2) SPP_DOT_ROW(3) SPP_DOT_ROW(4) SPP_DOT_ROW(5)
         }
-    }
+        __m512 all[2 * SPP_ROWS] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+        for (size_t i = 0; i < 2 * SPP_ROWS; i++) _mm512_storeu_ps(acc + SPP_PANEL * i, all[i]);
+    })
 }
 #endif
 
@@ -531,13 +512,14 @@ int spp_packed_isa(void) {
 
 // Tiles of one 64-byte cache line each way (16 × 16 four-byte elements, 64 × 64
 // bytes): the lines read and the lines written stay in L1 while the tile is moved;
-// with AVX2, a 4-byte tile moves as 8 × 8 transposes in registers.
+// with AVX2, a 4-byte tile moves as 8 × 8 transposes in registers. Rows of `in` are
+// `ldi` elements apart.
 #define GATHER_TRANSPOSE(T, TILE, ...)                                                       \
     for (size_t j0 = 0; j0 < n; j0 += TILE) {                                                \
         size_t j1 = j0 + TILE < n ? j0 + TILE : n;                                           \
         const T *row[TILE];                                                                  \
         for (size_t j = j0; j < j1; j++)                                                     \
-            row[j - j0] = in + (size_t)(order ? order[j] : (int64_t)j) * cols;               \
+            row[j - j0] = in + (size_t)(order ? order[j] : (int64_t)j) * ldi;                \
         for (size_t c0 = 0; c0 < cols; c0 += TILE) {                                         \
             size_t c1 = c0 + TILE < cols ? c0 + TILE : cols;                                 \
             __VA_ARGS__                                                                      \
@@ -546,7 +528,8 @@ int spp_packed_isa(void) {
         }                                                                                    \
     }
 
-void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out, size_t ldo) {
+static void spp_gather_transpose_32_ld(const uint32_t *in, size_t ldi, size_t cols, const int64_t *order, size_t n, uint32_t *out,
+                                       size_t ldo) {
 #if defined(__x86_64__)
     if (spp_packed_isa() >= 3) {
         // Whole tiles in registers (then `continue`), the ragged edges by the loop below.
@@ -565,13 +548,17 @@ void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *ord
     GATHER_TRANSPOSE(uint32_t, 16)
 }
 
+void spp_gather_transpose_32(const uint32_t *in, size_t cols, const int64_t *order, size_t n, uint32_t *out, size_t ldo) {
+    spp_gather_transpose_32_ld(in, cols, cols, order, n, out, ldo);
+}
+
 void spp_gather_transpose_8(const uint8_t *in, size_t cols, const int64_t *order, size_t n, uint8_t *out, size_t ldo) {
+    size_t ldi = cols;
     GATHER_TRANSPOSE(uint8_t, 64)
 }
 
 void spp_sgemm_packed_isa(int isa, size_t m, size_t n, size_t k, float alpha, const float *a, size_t rs, size_t cs,
                           const float *packed, size_t ldp, float *c, size_t ldc) {
-    if (m == 0 || n == 0) return;
 #if defined(__x86_64__)
     if (isa == 4) { spp_sgemm_avx512(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
     if (isa == 3) { spp_sgemm_avx2(m, n, k, alpha, a, rs, cs, packed, ldp, c, ldc); return; }
@@ -592,18 +579,10 @@ int spp_bf16_supported(void) {
 #endif
 }
 
-// The bfloat16 of x's high half, as a float.
-static inline float spp_bf16_float(uint32_t bits16) {
-    uint32_t u = bits16 << 16;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 void spp_sbgemm_packed(size_t m, size_t n, size_t pairs, const uint32_t *a, size_t lda, const uint32_t *packed, size_t ldp,
                        float *c, size_t ldc) {
 #if defined(__x86_64__)
-    if (m > 0 && n > 0 && spp_bf16_supported()) { spp_sbgemm_avx512bf16(m, n, pairs, a, lda, packed, ldp, c, ldc); return; }
+    if (spp_bf16_supported()) { spp_sbgemm_avx512bf16(m, n, pairs, a, lda, packed, ldp, c, ldc); return; }
 #endif
     spp_sbgemm_packed_scalar(m, n, pairs, a, lda, packed, ldp, c, ldc);
 }
@@ -617,7 +596,7 @@ void spp_sbgemm_packed_scalar(size_t m, size_t n, size_t pairs, const uint32_t *
             float sum = 0;
             for (size_t t = 0; t < pairs; t++) {
                 uint32_t x = a[t * lda + i], y = panel[t * SPP_PANEL];
-                sum += spp_bf16_float(x & 0xFFFFu) * spp_bf16_float(y & 0xFFFFu) + spp_bf16_float(x >> 16) * spp_bf16_float(y >> 16);
+                sum += spp_bfloat_value(x & 0xFFFFu) * spp_bfloat_value(y & 0xFFFFu) + spp_bfloat_value(x >> 16) * spp_bfloat_value(y >> 16);
             }
             c[i * ldc + j] = sum;
         }

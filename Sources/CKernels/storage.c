@@ -25,8 +25,7 @@ SPP_CLONES void spp_half_to_float(const uint16_t *in, float *out, size_t n) {
 }
 
 SPP_CLONES void spp_bfloat_to_float(const uint16_t *in, float *out, size_t n) {
-    uint32_t *o = (uint32_t *)out;
-    for (size_t i = 0; i < n; i++) o[i] = (uint32_t)in[i] << 16;
+    for (size_t i = 0; i < n; i++) out[i] = spp_bfloat_value(in[i]);
 }
 
 SPP_CLONES void spp_float_to_half(const float *in, uint16_t *out, size_t n) {
