@@ -2,10 +2,10 @@ import SPPCore
 import SPPGraph
 import SPPKernels
 
-/// What one node's int8 kernel is built from: a GEMM weight comes as int8 —
-/// the one the file stored (`Int8Weight`, no float32 copy ever made) or the
-/// float32 constant quantized here — and biases as float32 constants. Counts
-/// the bytes the kernel will hold.
+/// What one node's kernel is built from. For an int8 kernel a GEMM weight comes as
+/// int8 — the one the file stored (`Int8Weight`, no float32 copy ever made) or the
+/// float32 constant quantized here — and biases as float32 constants; a float32
+/// kernel takes float32 constants. Counts the bytes the kernel will hold.
 struct KernelWeights {
     let constants: [String: Tensor]
     let int8: [String: Int8Weight]
@@ -17,6 +17,13 @@ struct KernelWeights {
         self.constants = constants
         self.int8 = int8
         self.packed = packed
+    }
+
+    /// The float32 `[Wq | Wk | Wv]` the loader read side by side for attention node `node`.
+    mutating func float32QueryKeyValue(_ node: Node) -> Tensor? {
+        guard let t = packed.float32QueryKeyValue[node.name] else { return nil }
+        heldBytes += t.byteCount
+        return t
     }
 
     /// The `[Wq | Wk | Wv]` the loader packed for attention node `node`.

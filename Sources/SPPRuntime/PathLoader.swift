@@ -253,11 +253,9 @@ public enum PathLoader {
             }
         }
 
-        let reads = tasks.flatMap(\.entries) + refits.flatMap(\.entries)
-        reader.prefetch(reads + reads.compactMap { $0.encoding?.scales.flatMap(reader.entry(named:)) })
         clock.lap("plan")
         var decoder = TensorDecoder(reader: reader, threads: threads)
-        try decoder.readScales(of: reads)
+        try decoder.prepare(reading: tasks.flatMap(\.entries) + refits.flatMap(\.entries))
         try decoder.run(tasks + refitTasks)
         clock.lap("decode")
 

@@ -281,13 +281,18 @@ extension Program {
     /// The float32 kernel of an `spp.Attention` or `spp.FeedForward` node whose
     /// weights are constants: they are prepared here, once (`Attention.PreparedWeights`,
     /// `FeedForward.PreparedWeights`). Nil for other nodes, which get `makeKernel`'s.
-    /// `queryKeyValue`: an attention node's `[Wq | Wk | Wv]` the loader read side by side (the constants lack them).
-    static func float32Kernel(_ node: Node, _ constants: [String: Tensor], queryKeyValue: Tensor?) throws -> KernelFunction? {
+    /// An attention node takes the `[Wq | Wk | Wv]` the loader read side by side where there is
+    /// one (the constants then lack them). `held` counts what the kernel keeps.
+    static func float32Kernel(_ node: Node, _ held: inout KernelWeights) throws -> KernelFunction? {
         guard var inputs = preparedInputs(node.op) else { return nil }
         typealias In = AttentionAttributes.Input
+        let queryKeyValue = held.float32QueryKeyValue(node)
         if queryKeyValue != nil { inputs.removeAll { [In.wq, .wk, .wv].map(\.rawValue).contains($0) } }
-        let weights = Dictionary(uniqueKeysWithValues: inputs.compactMap { i in node.input(i).flatMap { constants[$0] }.map { (i, $0) } })
-        guard weights.count == inputs.count, weights.values.allSatisfy({ $0.dtype == .float32 }) else { return nil }
+        var weights: [Int: Tensor] = [:]
+        for i in inputs {
+            guard let t = held.constant(node, i) else { return nil }
+            weights[i] = t
+        }
         do {
             switch node.op {
             case .attention:

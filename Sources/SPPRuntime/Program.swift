@@ -142,12 +142,11 @@ public final class Program: @unchecked Sendable {
                     for name in node.inputs where graph.initializers[name] == nil {
                         if let w = int8Weights[name] { graph.initializers[name] = w.dequantized() }
                     }
-                    let qkv = packed.float32QueryKeyValue[node.name]
-                    kernel = try Program.float32Kernel(node, graph.initializers, queryKeyValue: qkv)
+                    var floats = KernelWeights(constants: graph.initializers, int8: int8Weights, packed: packed)
+                    kernel = try Program.float32Kernel(node, &floats)
                     if kernel != nil {
-                        heldBytes += (Program.preparedInputs(node.op) ?? []).compactMap { node.input($0).flatMap { graph.initializers[$0]?.byteCount } }.reduce(0, +)
-                            + (qkv?.byteCount ?? 0)
-                    } else if qkv != nil {
+                        heldBytes += floats.heldBytes
+                    } else if packed.float32QueryKeyValue[node.name] != nil {
                         throw RuntimeError.nodeFailed(node: node.name, op: node.op.rawValue, reason: "its [Wq | Wk | Wv] was read side by side, but its float32 kernel could not take it")
                     }
                 }

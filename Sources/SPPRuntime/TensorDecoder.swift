@@ -41,7 +41,7 @@ struct TensorDecoder {
 
     let reader: SPPReader
     let threads: Int
-    /// Scales of the int8 entries, by name, read first (`readScales`).
+    /// Scales of the int8 entries, by name, read first (`prepare`).
     private(set) var scales: [String: Tensor] = [:]
     /// Stored bytes read and the bytes they decompressed to.
     private(set) var bytesRead = 0, bytesDecoded = 0
@@ -51,11 +51,13 @@ struct TensorDecoder {
         self.threads = threads > 0 ? threads : ProcessInfoCores.count
     }
 
-    /// Reads the scales that `entries` name, so that their values can be expanded.
-    mutating func readScales(of entries: [TensorEntryInfo]) throws {
+    /// Starts a load that reads `entries`: asks the kernel for all their frames and their
+    /// scales' (`SPPReader.prefetch`), then reads the scales, so that values can be expanded.
+    mutating func prepare(reading entries: [TensorEntryInfo]) throws {
         var names: [String] = [], seen: Set<String> = []
         for e in entries { if let s = e.encoding?.scales, scales[s] == nil, seen.insert(s).inserted { names.append(s) } }
         let found = try names.map(reader.requiredEntry)
+        reader.prefetch(entries + found)
         let tensors = found.map { Tensor(dtype: $0.dtype, shape: $0.shape) }
         let jobs = zip(found, tensors).map { Job(entry: $0, rows: Self.rowCount($0), asValue: false, destination: $1.rawPointer) }
         // Scales are small and many (one per int8 chunk): a task reads a batch.

@@ -38,11 +38,26 @@ import SPPRuntime
         return x
     }
 
-    /// M̃ as the loader expands it: int8 × row scale below the diagonal, the float diagonal on it.
+    /// M̃ [n, n] as the loader expands it: int8 × row scale below the diagonal, the float diagonal on it.
+    static func expanded(_ q: [Int8], _ n: Int, scales: [Float], diagonal: [Float]) -> [[Double]] {
+        (0..<n).map { i in (0..<n).map { j in j < i ? Double(Float(q[i * n + j]) * scales[i]) : j == i ? Double(diagonal[i]) : 0 } }
+    }
+
     static func expanded(_ stored: FeedForwardRepair.Stored) -> [[Double]] {
-        let n = stored.inverseDiagonal.count
-        let q = stored.inverseFactor.buffer(as: Int8.self), s = stored.inverseScales.floats, d = stored.inverseDiagonal.floats
-        return (0..<n).map { i in (0..<n).map { j in j < i ? Double(Float(q[i * n + j]) * s[i]) : j == i ? Double(d[i]) : 0 } }
+        expanded(Array(stored.inverseFactor.buffer(as: Int8.self)), stored.inverseDiagonal.count, scales: stored.inverseScales.floats,
+                 diagonal: stored.inverseDiagonal.floats)
+    }
+
+    /// max |got − expected| / max(max |expected|, 1e-6) for rows [k, d] (`got` row-major).
+    static func normalisedError(_ got: [Float], _ expected: [[Double]]) -> Double {
+        var size = 1e-6, error = 0.0
+        for (i, row) in expected.enumerated() {
+            for (c, e) in row.enumerated() {
+                size = max(size, abs(e))
+                error = max(error, abs(Double(got[i * row.count + c]) - e))
+            }
+        }
+        return error / size
     }
 
     static func prefix(_ t: Tensor, _ k: Int) throws -> Tensor { try DataMovement.slice(t, starts: [0], ends: [k], axes: [0], steps: [1]) }
@@ -77,7 +92,7 @@ import SPPRuntime
         let q = (0..<(n * n)).map { _ in Int8(rng.signedUnit() * 127) }
         let scales = (0..<n).map { _ in 0.3 / 127 * (0.5 + abs(rng.signedUnit())) }
         let diagonal = (0..<n).map { _ in 1 + abs(rng.signedUnit()) }
-        let m: [[Double]] = (0..<n).map { i in (0..<n).map { j in j < i ? Double(Float(q[i * n + j]) * scales[i]) : j == i ? Double(diagonal[i]) : 0 } }
+        let m = Self.expanded(q, n, scales: scales, diagonal: diagonal)
         let w2 = (0..<n).map { _ in (0..<d).map { _ in Double(rng.signedUnit()) } }
         let mean = (0..<n).map { _ in rng.signedUnit() }
         let b2 = (0..<d).map { _ in rng.signedUnit() }
@@ -96,16 +111,6 @@ import SPPRuntime
         var offset = [Float](repeating: 0, count: d)
         for c in 0..<d { offset[c] = Float((0..<n).reduce(0.0) { $0 + Double(mean[$1]) * w2[$1][c] }) }
         let tz = Tensor(z.flatMap { row in row.map { Float($0) } }, shape: [n, d]), tmean = Tensor(mean, shape: [n])
-        func normalisedError(_ got: [Float], _ expected: [[Double]]) -> Double {
-            var size = 1e-6, error = 0.0
-            for (i, row) in expected.enumerated() {
-                for c in 0..<d {
-                    size = max(size, abs(row[c]))
-                    error = max(error, abs(Double(got[i * d + c]) - row[c]))
-                }
-            }
-            return error / size
-        }
         for k in [0, 1, n / 2, n - 1, n] {
             let (w, b) = try FeedForwardRepair.refit(whitenedW2: try Self.prefix(tz, k), inverseFactor: Self.factor(q, n, scales: scales, diagonal: diagonal, k), mean: try Self.prefix(tmean, k),
                                                      offset: Tensor(offset, shape: [d]), b2: Tensor(b2, shape: [d]), product: product)
@@ -119,19 +124,19 @@ import SPPRuntime
             let ass = (0..<k).map { i in Array(a[i].prefix(k)) }
             let rhs = (0..<k).map { i in (0..<d).map { c in (0..<n).reduce(0.0) { $0 + a[i][$1] * w2[$1][c] } } }
             let solved = k == 0 ? [] : Self.solve(ass, rhs)
-            // What the product computes: M_SSᵀ Z_S, its operands as float32 (M's entries are int8 × scale) or rounded to bfloat16.
-            let mFloat: (Int, Int) -> Float = { p, i in p > i ? Float(q[p * n + i]) * scales[p] : diagonal[p] }
+            // What the product computes: M_SSᵀ Z_S, its float32 operands rounded to bfloat16.
             let zFloat = tz.floats
             let expected = product == .float32 ? solved : (0..<k).map { i in
-                (0..<d).map { c in (i..<k).reduce(0.0) { $0 + Self.bfloat16(mFloat($1, i)) * Self.bfloat16(zFloat[$1 * d + c]) } }
+                (0..<d).map { c in (i..<k).reduce(0.0) { $0 + Self.bfloat16(Float(m[$1][i])) * Self.bfloat16(zFloat[$1 * d + c]) } }
             }
             let got = w.floats
-            #expect(normalisedError(got, expected) < (product == .float32 ? 1e-4 : 1e-5), "k \(k): normalised error \(normalisedError(got, expected))")
+            let error = Self.normalisedError(got, expected)
+            #expect(error < (product == .float32 ? 1e-4 : 1e-5), "k \(k): normalised error \(error)")
             if product == .bfloat16 {
                 // Within rounding of the solve: each operand moves by at most 2⁻⁸ of itself, so a term by ~2⁻⁷ of |M||Z|.
                 for i in 0..<k {
                     for c in 0..<d {
-                        let bound = (i..<k).reduce(0.0) { $0 + abs(Double(mFloat($1, i)) * Double(zFloat[$1 * d + c])) } / 128
+                        let bound = (i..<k).reduce(0.0) { $0 + abs(m[$1][i] * Double(zFloat[$1 * d + c])) } / 128
                         #expect(abs(Double(got[i * d + c]) - solved[i][c]) <= bound + 1e-4, "k \(k) W[\(i), \(c)] against the solve")
                     }
                 }
@@ -150,7 +155,8 @@ import SPPRuntime
 
     /// The bfloat16 product (AVX512-BF16 where the CPU has it) equals its scalar loop for
     /// partial row blocks, lone and partial panels and odd k (a last pair padded with zero).
-    @Test func bfloat16ProductMatchesItsScalarLoop() {
+    @Test(.enabled(if: spp_bf16_supported() != 0, "the product is the scalar loop without AVX512-BF16"))
+    func bfloat16ProductMatchesItsScalarLoop() {
         var rng = SplitMix64(seed: 11)
         for m in 1...13 {
             for n in [1, 15, 16, 17, 31, 32, 33, 48] {
@@ -244,9 +250,8 @@ import SPPRuntime
             let rhs = s.map { i in (0..<d).map { c in (0..<n).reduce(0) { $0 + (cov[i, $1] + (i == $1 ? lambda : 0)) * w2[$1][c] } } }
             let expected = k == 0 ? [] : Self.solve(exact, rhs)
             let got = w.floats
-            var size = 1e-6, error = 0.0
-            for i in 0..<k { for c in 0..<d { size = max(size, abs(expected[i][c])); error = max(error, abs(Double(got[i * d + c]) - expected[i][c])) } }
-            #expect(error / size < 2e-2, "k \(k): normalised error \(error / size) against the exact refit")
+            let error = Self.normalisedError(got, expected)
+            #expect(error < 2e-2, "k \(k): normalised error \(error) against the exact refit")
             for c in 0..<d {
                 var bias = Double(b2[c]) + (0..<n).reduce(0) { $0 + mean[$1] * w2[$1][c] }
                 for (i, j) in s.enumerated() { bias -= mean[j] * Double(got[i * d + c]) }

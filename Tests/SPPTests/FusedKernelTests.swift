@@ -98,23 +98,19 @@ func normalisedError(_ a: Tensor, _ b: Tensor) -> Double {
         #expect(e < 1e-5, "\(c): normalised error \(e)")
     }
 
-    /// Enough heads and tokens that threads take whole heads (`Attention.attend`):
-    /// ~1M multiply-adds per head, 3 active heads over 2 threads.
-    @Test func attentionSplitByHeadsMatchesNaive() throws {
-        Linear.setThreads(max(2, Linear.threads))
-        let c = AttentionCase(batch: 2, seq: 128, hidden: 48, qk: [32, 16, 32, 8], vo: [16, 32, 0, 24], causal: true, mask: [2, 1, 1, 128], bias: nil)
-        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 9)
-        let e = normalisedError(try Attention.run(x, w, mask: mask, bias: bias, p), try Attention.naive(x, w, mask: mask, bias: bias, p))
-        #expect(e < 1e-5, "normalised error \(e)")
-    }
+    /// The two ways `Attention.attend` splits work over 2 threads, ~1M multiply-adds a head:
+    /// 3 active heads (threads take whole heads) and 1 (a head's products split their rows).
+    static let attentionSplits = [
+        (AttentionCase(batch: 2, seq: 128, hidden: 48, qk: [32, 16, 32, 8], vo: [16, 32, 0, 24], causal: true, mask: [2, 1, 1, 128], bias: nil), UInt64(9)),
+        (AttentionCase(batch: 2, seq: 128, hidden: 48, qk: [32, 8], vo: [0, 24], causal: false, mask: [2, 1, 1, 128], bias: nil), UInt64(10)),
+    ]
 
-    /// Fewer active heads than threads: a head's products split their rows over the threads.
-    @Test func attentionSplitByRowsMatchesNaive() throws {
-        Linear.setThreads(max(2, Linear.threads))
-        let c = AttentionCase(batch: 2, seq: 128, hidden: 48, qk: [32, 8], vo: [0, 24], causal: false, mask: [2, 1, 1, 128], bias: nil)
-        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: 10)
+    @Test(arguments: attentionSplits)
+    func attentionSplitOverThreadsMatchesNaive(_ c: AttentionCase, _ seed: UInt64) throws {
+        Linear.setThreads(2)
+        let (x, w, mask, bias, p) = Self.attentionInputs(c, seed: seed)
         let e = normalisedError(try Attention.run(x, w, mask: mask, bias: bias, p), try Attention.naive(x, w, mask: mask, bias: bias, p))
-        #expect(e < 1e-5, "normalised error \(e)")
+        #expect(e < 1e-5, "\(c): normalised error \(e)")
     }
 
     @Test func attentionWithoutValueRanksIsTheOutputBias() throws {
